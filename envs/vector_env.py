@@ -1,0 +1,192 @@
+"""The batched torch vector version of LatentReasoning-Sudoku-v0.
+
+All state lives as tensors on one device; ``step`` is a fixed sequence of batched
+tensor operations with no per-environment Python loop. Finished environments reset
+in the same step (gymnasium's ``AutoresetMode.SAME_STEP``): the returned observation
+of such an environment is its new episode's first one, and ``info["final_obs"]``
+holds the last observation of the episode that ended (rows where
+``info["_final_obs"]`` is True). Every other ``info`` entry describes the transition
+just taken, before any reset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs import augmentation
+from envs.puzzle_pool import PuzzlePool, make_pool
+from envs.rules import score, tables
+from envs.sudoku_env import check_settings, make_spaces
+
+
+class LatentReasoningSudokuVectorEnv(VectorEnv):
+    """``num_envs`` Sudoku refinement episodes stepped together as torch tensors.
+
+    Same MDP, rewards and keyword arguments as
+    :class:`envs.sudoku_env.LatentReasoningSudokuEnv` (read its docstring), plus
+    ``device``. Observations are a dict of ``puzzle (N, 81)``, ``answer (N, 81)`` and
+    ``step (N,)`` int64 tensors; actions are an integer tensor (or array) ``(N, 82)``.
+    Rewards are float32 ``(N,)``; ``terminated`` and ``truncated`` are bool ``(N,)``.
+    Info: ``cell_accuracy``, ``score``, ``solved``, ``conflicts``, ``step`` (tensors
+    ``(N,)``) and ``solution`` ``(N, 81)`` with ``teacher=True``.
+
+    With ``order="sequential"`` environment ``i`` plays pool entries ``i, i + N,
+    i + 2N, ...`` (mod the pool size), so a pool of ``N`` puzzles is played once each.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        difficulty: str = "easy",
+        puzzles: Any = None,
+        max_steps: int = 16,
+        reward_mode: str = "solution",
+        step_cost: float = 0.0,
+        solve_bonus: float = 1.0,
+        augment: bool = False,
+        teacher: bool = False,
+        render_mode: str | None = None,
+        pool_size: int = 1024,
+        pool_seed: int = 0,
+        order: str = "random",
+        device: str | torch.device = "cpu",
+        validate_actions: bool = True,
+        pool: PuzzlePool | None = None,
+    ) -> None:
+        check_settings(max_steps, reward_mode, step_cost, solve_bonus, order)
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode is not None:
+            raise ValueError("the vector env does not render; use the single env for pictures")
+        need = reward_mode == "solution" or teacher
+        self.pool = pool or make_pool(difficulty, puzzles, need_solutions=need, pool_size=pool_size, pool_seed=pool_seed)
+        if need and self.pool.solutions is None:
+            raise ValueError("this puzzle source has no solutions: use reward_mode='verifier' and teacher=False")
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.max_steps = int(max_steps)
+        self.reward_mode = reward_mode
+        self.step_cost = float(step_cost)
+        self.solve_bonus = float(solve_bonus)
+        self.augment = bool(augment)
+        self.teacher = bool(teacher)
+        self.order = order
+        self.validate_actions = validate_actions
+        self.render_mode = None
+        self.single_observation_space, self.single_action_space = make_spaces(self.max_steps)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        self._tab = tables("torch", self.device)
+        self._pool_p = torch.as_tensor(self.pool.puzzles, dtype=torch.long, device=self.device)
+        self._pool_s = (
+            None if self.pool.solutions is None else torch.as_tensor(self.pool.solutions, dtype=torch.long, device=self.device)
+        )
+        n, d = self.num_envs, self.device
+        self.puzzle = torch.zeros(n, 81, dtype=torch.long, device=d)
+        self.solution = torch.zeros(n, 81, dtype=torch.long, device=d)
+        self.answer = torch.zeros(n, 81, dtype=torch.long, device=d)
+        self.t = torch.zeros(n, dtype=torch.long, device=d)
+        self._score = torch.zeros(n, dtype=torch.long, device=d)
+        self._blanks = torch.ones(n, dtype=torch.float32, device=d)
+        self._cursor = torch.arange(n, device=d)
+        self._gen = torch.Generator(device=d)
+        self._gen.seed()
+        self._started = False
+
+    # ------------------------------------------------------------------ helpers
+    def _load(self, rows: torch.Tensor) -> None:
+        """Start new episodes in environments ``rows`` (int64 index tensor)."""
+        m = rows.numel()
+        if m == 0:
+            return
+        if self.order == "sequential":
+            k = self._cursor[rows] % len(self.pool)
+            self._cursor[rows] += self.num_envs
+        else:
+            k = torch.randint(len(self.pool), (m,), generator=self._gen, device=self.device)
+        p = self._pool_p[k]
+        s = self._pool_s[k] if self._pool_s is not None else torch.zeros_like(p)
+        if self.augment:
+            src, digit = augmentation.random_symmetry(m, self._gen, self.device)
+            p, s = augmentation.apply(src, digit, p, s)
+        self.puzzle[rows] = p
+        self.solution[rows] = s
+        self.answer[rows] = p
+        self.t[rows] = 0
+        self._score[rows] = 0  # C(a_0) = 0
+        self._blanks[rows] = (p == 0).sum(-1).clamp(min=1).float()
+
+    def _obs(self) -> dict[str, torch.Tensor]:
+        return {"puzzle": self.puzzle.clone(), "answer": self.answer.clone(), "step": self.t.clone()}
+
+    def _info(self, solved: torch.Tensor, conflicts: torch.Tensor) -> dict[str, Any]:
+        blank = self.puzzle == 0
+        if self._pool_s is not None:
+            acc = ((self.answer == self.solution) & blank).sum(-1).float() / self._blanks
+        else:
+            acc = torch.full((self.num_envs,), float("nan"), device=self.device)
+        info: dict[str, Any] = {
+            "cell_accuracy": acc,
+            "score": self._score.float() / self._blanks,
+            "solved": solved,
+            "conflicts": conflicts,
+            "step": self.t.clone(),
+        }
+        if self.teacher:
+            info["solution"] = self.solution.clone()
+        return info
+
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sol = self.solution if self.reward_mode == "solution" else None
+        return score(self.puzzle, self.answer, sol, self.reward_mode, self._tab)
+
+    # ------------------------------------------------------------------ API
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        """Start a new episode in every environment; ``seed`` reseeds the device generator."""
+        if isinstance(seed, (list, tuple)):
+            seed = int(seed[0]) if seed else None
+        if seed is not None:
+            self._gen.manual_seed(int(seed))
+            self._np_random, self._np_random_seed = np.random.default_rng(seed), seed
+            self._cursor = torch.arange(self.num_envs, device=self.device)
+        self._load(torch.arange(self.num_envs, device=self.device))
+        self._started = True
+        _, solved, conflicts = self._evaluate()
+        return self._obs(), self._info(solved, conflicts)
+
+    def step(self, actions: Any):
+        """Apply ``actions (N, 82)``; see the class docstring for what comes back."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(actions, device=self.device)
+        if a.shape != (self.num_envs, 82):
+            raise ValueError(f"actions must have shape ({self.num_envs}, 82), got {tuple(a.shape)}")
+        if a.dtype.is_floating_point or a.dtype.is_complex:
+            raise ValueError(f"actions must be integers, got {a.dtype}")
+        a = a.long()
+        if self.validate_actions:
+            lo, hi = torch.aminmax(a[:, :81])
+            hlo, hhi = torch.aminmax(a[:, 81])
+            if lo < 0 or hi > 9 or hlo < 0 or hhi > 1:
+                raise ValueError("action cells must lie in 0..9 and the halt flag in {0, 1}")
+        self.answer = torch.where(self.puzzle > 0, self.puzzle, a[:, :81])
+        self.t += 1
+        new_score, solved, conflicts = self._evaluate()
+        reward = (new_score - self._score).float() / self._blanks + self.solve_bonus * solved.float() - self.step_cost
+        self._score = new_score
+        terminated = solved | (a[:, 81] == 1)
+        truncated = (self.t >= self.max_steps) & ~terminated
+        info = self._info(solved, conflicts)
+        done = terminated | truncated
+        info["final_obs"] = self._obs()
+        info["_final_obs"] = done
+        self._load(done.nonzero().squeeze(-1))
+        return self._obs(), reward, terminated, truncated, info

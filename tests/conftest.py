@@ -1,0 +1,19 @@
+"""Shared fixtures: the tdoku test puzzles (real data, BSD 2-Clause, see tests/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tdoku_lines() -> list[tuple[str, int, str | None]]:
+    """``(puzzle, solution count, solution or None)`` for every line of the tdoku test file."""
+    rows = []
+    for line in (DATA / "tdoku_test_puzzles.txt").read_text().splitlines():
+        parts = line.strip().split(":")
+        rows.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None))
+    return rows
