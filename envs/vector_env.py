@@ -33,7 +33,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
     ``step (N,)`` int64 tensors; actions are an integer tensor (or array) ``(N, 82)``.
     Rewards are float32 ``(N,)``; ``terminated`` and ``truncated`` are bool ``(N,)``.
     Info: ``cell_accuracy``, ``score``, ``solved``, ``conflicts``, ``step`` (tensors
-    ``(N,)``) and ``solution`` ``(N, 81)`` with ``teacher=True``.
+    ``(N,)``) and, with ``teacher=True``, ``solution`` ``(N, 81)``: the solution of the
+    puzzle in the *returned* observation (the new episode's, where one started).
 
     With ``order="sequential"`` environment ``i`` plays pool entries ``i, i + N,
     i + 2N, ...`` (mod the pool size), so a pool of ``N`` puzzles is played once each.
@@ -140,8 +141,6 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             "conflicts": conflicts,
             "step": self.t.clone(),
         }
-        if self.teacher:
-            info["solution"] = self.solution.clone()
         return info
 
     def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,7 +159,10 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self._load(torch.arange(self.num_envs, device=self.device))
         self._started = True
         _, solved, conflicts = self._evaluate()
-        return self._obs(), self._info(solved, conflicts)
+        info = self._info(solved, conflicts)
+        if self.teacher:
+            info["solution"] = self.solution.clone()
+        return self._obs(), info
 
     def step(self, actions: Any):
         """Apply ``actions (N, 82)``; see the class docstring for what comes back."""
@@ -189,4 +191,6 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         info["final_obs"] = self._obs()
         info["_final_obs"] = done
         self._load(done.nonzero().squeeze(-1))
+        if self.teacher:
+            info["solution"] = self.solution.clone()
         return self._obs(), reward, terminated, truncated, info
