@@ -22,7 +22,7 @@ def cell_kinds(puzzle: np.ndarray, answer: np.ndarray, solution: np.ndarray | No
     """``(81,)`` kinds of each cell: GIVEN, CORRECT, WRONG or UNDECIDED."""
     kinds = np.full(81, UNDECIDED)
     filled = answer > 0
-    right = answer == solution if solution is not None else ~conflict_mask(answer.astype(np.int64))
+    right = answer == solution if solution is not None else ~conflict_mask(answer)
     kinds[filled & right] = CORRECT
     kinds[filled & ~right] = WRONG
     kinds[puzzle > 0] = GIVEN

@@ -4,18 +4,14 @@ A grid is a flat vector of 81 cells in row-major order, holding 0 for an
 undecided (blank) cell and 1..9 for a digit. Batches add leading dimensions:
 ``(..., 81)``.
 
-The functions here are written once and run on numpy arrays *and* torch tensors:
-they only use indexing, comparison, ``sum``/``any`` over the last axis and
-``matmul``. The lookup tables they need come from :func:`tables`, built for
-the backend (and device) of the caller.
+The functions here take numpy arrays *and* torch tensors (on any device) and
+answer in kind.
 
 Conflict rule, for a cell ``i`` holding digit ``d > 0``::
 
     conflict[i] = exists unit U containing i with  #{j in U : grid[j] = d} > 1
 
-where the 27 units are the 9 rows, 9 columns and 9 boxes. With the unit
-incidence matrix ``M`` (27 x 81) and the one-hot grid ``E`` (81 x 10), the
-per-unit digit counts are ``M @ E`` (27 x 10).
+where the 27 units are the 9 rows, 9 columns and 9 boxes.
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numba import njit, prange
 
 ROW = np.repeat(np.arange(9), 9)
 COL = np.tile(np.arange(9), 9)
@@ -36,46 +33,89 @@ UNITS = np.concatenate(
         np.stack([np.flatnonzero(BOX == b) for b in range(9)]),
     ]
 ).astype(np.int64)
-#: ``CELL_UNITS[i]`` are the three units (row, column, box) that contain cell ``i``.
-CELL_UNITS = np.stack([ROW, 9 + COL, 18 + BOX], axis=1).astype(np.int64)
 
 
-def _incidence() -> np.ndarray:
-    m = np.zeros((27, 81), dtype=np.float32)
-    for u in range(27):
-        m[u, UNITS[u]] = 1.0
-    return m
+#: bit 0 of the 4-bit fields of digits 1..9 (field 0, blanks, left out)
+_FIELD_LOW = sum(1 << (4 * d) for d in range(1, 10))
 
 
-def tables(backend: str = "numpy", device: Any = None) -> dict[str, Any]:
-    """Lookup tables for :func:`conflict_mask`, as numpy arrays or torch tensors on ``device``."""
-    t = {
-        "eye": np.eye(10, dtype=np.float32),
-        "incidence_t": _incidence().T.copy(),  # (81, 27)
-        "cell_units": CELL_UNITS,
-    }
-    if backend == "numpy":
-        return t
-    import torch
-
-    return {k: torch.as_tensor(v, device=device) for k, v in t.items()}
+def _repeated(unit_sums: Any) -> Any:
+    """Per packed unit sum, bit 0 of field ``d`` set when digit ``d`` appears at least twice."""
+    return ((unit_sums >> 1) | (unit_sums >> 2) | (unit_sums >> 3)) & _FIELD_LOW
 
 
-_NUMPY_TABLES = tables("numpy")
-
-
-def conflict_mask(grid: Any, tab: dict[str, Any] | None = None) -> Any:
+def conflict_mask(grid: Any) -> Any:
     """Boolean mask ``(..., 81)``: True where a filled cell repeats its digit in a row, column or box.
 
-    ``grid`` is an integer array or tensor ``(..., 81)`` with values in 0..9.
+    ``grid`` is an integer numpy array or torch tensor ``(..., 81)`` with values in
+    0..9; the mask comes back in kind (and on the tensor's device). numpy arrays and
+    CPU tensors go through the compiled :func:`conflict_mask_compiled`; tensors on
+    other devices through the batched tensor formula :func:`conflict_mask_packed`.
+    The two agree exactly (a test checks it on random grids).
     """
-    tab = _NUMPY_TABLES if tab is None else tab
-    onehot = tab["eye"][grid]  # (..., 81, 10)
-    counts = (onehot.swapaxes(-1, -2) @ tab["incidence_t"]).swapaxes(-1, -2)  # (..., 27, 10)
-    dup = counts[..., 1:] > 1.5  # (..., 27, 9): digit d+1 appears twice in unit
-    per_cell = dup[..., tab["cell_units"], :].any(-2)  # (..., 81, 9)
-    mine = onehot[..., 1:] > 0.5  # (..., 81, 9)
-    return (per_cell & mine).any(-1)
+    if isinstance(grid, np.ndarray):
+        flat = np.ascontiguousarray(grid.reshape(-1, 81))
+        return conflict_mask_compiled(flat).reshape(grid.shape)
+    if grid.device.type == "cpu":
+        import torch
+
+        flat = grid.reshape(-1, 81).contiguous()
+        return torch.from_numpy(conflict_mask_compiled(flat.numpy())).reshape(grid.shape)
+    return conflict_mask_packed(grid)
+
+
+_CELL_UNITS = np.stack([ROW, 9 + COL, 18 + BOX], axis=1).astype(np.int64)
+
+
+@njit(cache=True, parallel=True)
+def conflict_mask_compiled(grids: np.ndarray) -> np.ndarray:
+    """:func:`conflict_mask` for a C-contiguous ``(n, 81)`` integer array, compiled with numba.
+
+    Per grid, one pass marks for each unit the digits already seen and those seen
+    twice (bit masks), a second pass flags the cells whose digit is repeated in one
+    of their three units. Chunks of 64 grids run in parallel.
+    """
+    n = grids.shape[0]
+    out = np.zeros((n, 81), np.bool_)
+    for c in prange((n + 63) // 64):
+        seen = np.zeros(27, np.int64)
+        dup = np.zeros(27, np.int64)
+        for j in range(64 * c, min(64 * c + 64, n)):
+            seen[:] = 0
+            dup[:] = 0
+            for i in range(81):
+                v = grids[j, i]
+                if v:
+                    b = np.int64(1) << v
+                    for k in range(3):
+                        u = _CELL_UNITS[i, k]
+                        dup[u] |= seen[u] & b
+                        seen[u] |= b
+            for i in range(81):
+                v = grids[j, i]
+                if v:
+                    hit = dup[_CELL_UNITS[i, 0]] | dup[_CELL_UNITS[i, 1]] | dup[_CELL_UNITS[i, 2]]
+                    out[j, i] = (hit >> v) & 1
+    return out
+
+
+def conflict_mask_packed(grid: Any) -> Any:
+    """:func:`conflict_mask` as batched array arithmetic (numpy or torch, any device).
+
+    Counting in packed fields: a cell holding digit ``d`` weighs ``w = 2 ** (4 d)``,
+    so the sum over a unit's 9 cells holds, in its 4-bit field ``d``, how many of
+    them hold ``d`` (at most 9 < 16: fields never carry into each other). Rows,
+    columns and boxes are sums over reshaped views, no gathers. A field >= 2 has one
+    of its bits 1-3 set; folding them onto bit 0 gives the unit's repeated digits
+    ``R``, and a cell conflicts when ``R & w != 0`` for one of its three units.
+    """
+    grid = grid.astype(np.int64, copy=False) if isinstance(grid, np.ndarray) else grid.long()
+    lead = grid.shape[:-1]
+    w = (1 << (4 * grid)).reshape(*lead, 9, 9)
+    rc = _repeated(w.sum(-1))[..., :, None] | _repeated(w.sum(-2))[..., None, :]
+    w3 = w.reshape(*lead, 3, 3, 3, 3)  # (band, row in band, stack, column in stack)
+    box = _repeated(w3.sum(-1).sum(-2))[..., :, None, :, None] & w3
+    return (((rc & w).reshape(*lead, 3, 3, 3, 3) | box).reshape(*lead, 81)) != 0
 
 
 def score(
@@ -83,7 +123,6 @@ def score(
     answer: Any,
     solution: Any | None,
     mode: str,
-    tab: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, Any]:
     """The potential ``C(a)`` of DESIGN section 3, per puzzle.
 
@@ -98,11 +137,11 @@ def score(
     ``conflicts`` is the number of filled cells in conflict, in both modes.
     """
     blank = puzzle == 0
-    bad = conflict_mask(answer, tab)
+    bad = conflict_mask(answer)
     n_conflicts = bad.sum(-1)
     if mode == "solution":
         right = answer == solution
-        return (right & blank).sum(-1), right.all(-1), n_conflicts
+        return (right & blank).sum(-1), right.sum(-1) == 81, n_conflicts
     if mode == "verifier":
         ok = (answer > 0) & ~bad
         return (ok & blank).sum(-1), ok.all(-1), n_conflicts

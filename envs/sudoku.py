@@ -133,7 +133,7 @@ def _cell(i: int) -> str:
 
 
 def _check_givens(grid: np.ndarray) -> None:
-    bad = np.flatnonzero(conflict_mask(grid.astype(np.int64)))
+    bad = np.flatnonzero(conflict_mask(grid))
     if bad.size:
         cells = ", ".join(f"{_cell(i)}={grid[i]}" for i in bad[:6])
         raise ValueError(f"givens conflict: {cells}")
@@ -151,13 +151,13 @@ def _like(result: np.ndarray, x: Any) -> np.ndarray:
 def conflicts(grid: Any) -> np.ndarray:
     """Boolean mask, shaped like ``grid``: True where a digit repeats in its row, column or box."""
     g = as_grids(grid)
-    return _like(conflict_mask(g.astype(np.int64)), grid)
+    return _like(conflict_mask(g), grid)
 
 
 def is_solution(puzzle: Any, answer: Any) -> bool | np.ndarray:
     """True when ``answer`` is complete, conflict-free and keeps every given of ``puzzle``."""
     p, a = as_grids(puzzle, name="puzzle"), as_grids(answer, name="answer")
-    ok = (a > 0).all(-1) & ~conflict_mask(a.astype(np.int64)).any(-1) & ((p == 0) | (p == a)).all(-1)
+    ok = (a > 0).all(-1) & ~conflict_mask(a).any(-1) & ((p == 0) | (p == a)).all(-1)
     return bool(ok) if ok.ndim == 0 else ok
 
 

@@ -20,7 +20,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs import augmentation
 from envs.puzzle_pool import PuzzlePool, make_pool
-from envs.rules import score, tables
+from envs.rules import score
 from envs.sudoku_env import check_settings, make_spaces
 
 
@@ -35,6 +35,9 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
     Info: ``cell_accuracy``, ``score``, ``solved``, ``conflicts``, ``step`` (tensors
     ``(N,)``) and, with ``teacher=True``, ``solution`` ``(N, 81)``: the solution of the
     puzzle in the *returned* observation (the new episode's, where one started).
+
+    Returned tensors are never modified afterwards (state is updated out of place or
+    copied on write), so they can be stored without cloning.
 
     With ``order="sequential"`` environment ``i`` plays pool entries ``i, i + N,
     i + 2N, ...`` (mod the pool size), so a pool of ``N`` puzzles is played once each.
@@ -85,7 +88,6 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        self._tab = tables("torch", self.device)
         self._pool_p = torch.as_tensor(self.pool.puzzles, dtype=torch.long, device=self.device)
         self._pool_s = (
             None if self.pool.solutions is None else torch.as_tensor(self.pool.solutions, dtype=torch.long, device=self.device)
@@ -97,6 +99,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.t = torch.zeros(n, dtype=torch.long, device=d)
         self._score = torch.zeros(n, dtype=torch.long, device=d)
         self._blanks = torch.ones(n, dtype=torch.float32, device=d)
+        self._given = torch.zeros(n, 81, dtype=torch.bool, device=d)
         self._cursor = torch.arange(n, device=d)
         self._gen = torch.Generator(device=d)
         self._gen.seed()
@@ -113,6 +116,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             self._cursor[rows] += self.num_envs
         else:
             k = torch.randint(len(self.pool), (m,), generator=self._gen, device=self.device)
+        # copy on write: tensors handed out in earlier observations are never modified
+        self.puzzle, self.solution, self.answer, self.t = (x.clone() for x in (self.puzzle, self.solution, self.answer, self.t))
         p = self._pool_p[k]
         s = self._pool_s[k] if self._pool_s is not None else torch.zeros_like(p)
         if self.augment:
@@ -123,14 +128,17 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer[rows] = p
         self.t[rows] = 0
         self._score[rows] = 0  # C(a_0) = 0
+        self._given[rows] = p > 0
         self._blanks[rows] = (p == 0).sum(-1).clamp(min=1).float()
 
     def _obs(self) -> dict[str, torch.Tensor]:
-        return {"puzzle": self.puzzle.clone(), "answer": self.answer.clone(), "step": self.t.clone()}
+        return {"puzzle": self.puzzle, "answer": self.answer, "step": self.t}
 
     def _info(self, solved: torch.Tensor, conflicts: torch.Tensor) -> dict[str, Any]:
         blank = self.puzzle == 0
-        if self._pool_s is not None:
+        if self.reward_mode == "solution":
+            acc = self._score.float() / self._blanks  # C counts the correct blanks
+        elif self._pool_s is not None:
             acc = ((self.answer == self.solution) & blank).sum(-1).float() / self._blanks
         else:
             acc = torch.full((self.num_envs,), float("nan"), device=self.device)
@@ -139,13 +147,13 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             "score": self._score.float() / self._blanks,
             "solved": solved,
             "conflicts": conflicts,
-            "step": self.t.clone(),
+            "step": self.t,
         }
         return info
 
     def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sol = self.solution if self.reward_mode == "solution" else None
-        return score(self.puzzle, self.answer, sol, self.reward_mode, self._tab)
+        return score(self.puzzle, self.answer, sol, self.reward_mode)
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
@@ -161,7 +169,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         _, solved, conflicts = self._evaluate()
         info = self._info(solved, conflicts)
         if self.teacher:
-            info["solution"] = self.solution.clone()
+            info["solution"] = self.solution
         return self._obs(), info
 
     def step(self, actions: Any):
@@ -179,8 +187,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             hlo, hhi = torch.aminmax(a[:, 81])
             if lo < 0 or hi > 9 or hlo < 0 or hhi > 1:
                 raise ValueError("action cells must lie in 0..9 and the halt flag in {0, 1}")
-        self.answer = torch.where(self.puzzle > 0, self.puzzle, a[:, :81])
-        self.t += 1
+        self.answer = torch.where(self._given, self.puzzle, a[:, :81])
+        self.t = self.t + 1
         new_score, solved, conflicts = self._evaluate()
         reward = (new_score - self._score).float() / self._blanks + self.solve_bonus * solved.float() - self.step_cost
         self._score = new_score
@@ -192,5 +200,5 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         info["_final_obs"] = done
         self._load(done.nonzero().squeeze(-1))
         if self.teacher:
-            info["solution"] = self.solution.clone()
+            info["solution"] = self.solution
         return self._obs(), reward, terminated, truncated, info

@@ -206,3 +206,19 @@ def test_load_names_file_and_line_for_bad_puzzles(tmp_path, tdoku_lines):
     f.write_text("source,question,answer,rating\nx,{good},{good}\n".replace("{good}", good))
     with pytest.raises(ValueError, match=r"bad\.txt:2: expected 4 fields, got 3"):
         sudoku.load(f)
+
+
+def test_compiled_and_packed_conflict_rules_agree_on_random_and_real_grids(tdoku_lines):
+    import torch
+
+    from envs.rules import conflict_mask_compiled, conflict_mask_packed
+
+    rng = np.random.default_rng(0)
+    grids = rng.integers(0, 10, size=(500, 81))
+    grids[:100] = np.where(rng.random((100, 81)) < 0.7, 0, grids[:100])  # sparse grids too
+    real = sudoku.parse([s for _, c, s in tdoku_lines if c == 1])
+    grids = np.concatenate([grids, real, sudoku.parse([p for p, _, _ in tdoku_lines])])
+    compiled = conflict_mask_compiled(np.ascontiguousarray(grids))
+    assert np.array_equal(compiled, conflict_mask_packed(grids))
+    assert torch.equal(torch.from_numpy(compiled), conflict_mask_packed(torch.from_numpy(grids)))
+    assert not compiled[500 : 500 + len(real)].any() and compiled[:400].any()

@@ -1,0 +1,138 @@
+"""Benchmark the Sudoku engine and the environments against peers measured in the same run.
+
+Prints ratios, never absolute claims alone:
+
+* solver puzzles/s on easy, hard and extreme puzzles, against py-sudoku's solver;
+* generator puzzles/s per tier, against py-sudoku's generator (``Sudoku(3).difficulty(0.5)``,
+  which does not check uniqueness: our generator does more work per puzzle);
+* vector env steps/s at N=1024 and N=16384, against gymnasium's ``SyncVectorEnv`` of the
+  single env at the same N (random actions, drawn before timing).
+
+Usage: ``python train/bench_env.py [--device cuda] [--peer-seconds 5]``. Needs the ``dev``
+extra (py-sudoku).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs import sudoku
+from envs.puzzle_pool import PuzzlePool
+from envs.sudoku_env import LatentReasoningSudokuEnv
+from envs.vector_env import LatentReasoningSudokuVectorEnv
+
+
+def rate(fn, items, budget: float) -> tuple[float, int]:
+    """Items per second of ``fn`` over ``items``, stopping after ``budget`` seconds."""
+    t0 = time.perf_counter()
+    done = 0
+    for x in items:
+        fn(x)
+        done += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    return done / (time.perf_counter() - t0), done
+
+
+def py_sudoku_solve(puzzle: np.ndarray) -> None:
+    from sudoku import Sudoku
+
+    board = [[int(v) or None for v in puzzle[9 * r : 9 * r + 9]] for r in range(9)]
+    Sudoku(3, 3, board=board).solve()
+
+
+def py_sudoku_generate(seed: int) -> None:
+    from sudoku import Sudoku
+
+    Sudoku(3, seed=seed).difficulty(0.5)
+
+
+def bench_solver(budget: float) -> None:
+    print("\n== solver: puzzles/s (ours = envs.sudoku.solve, one call per puzzle) ==")
+    print(f"{'tier':8s} {'ours':>10s} {'py-sudoku':>10s} {'ratio':>8s}  (py-sudoku puzzles timed)")
+    for tier in ("easy", "hard", "extreme"):
+        puzzles, _ = sudoku.generate(300, tier, seed=11)
+        ours, _ = rate(sudoku.solve, puzzles, budget)
+        peer, n = rate(py_sudoku_solve, puzzles, budget)
+        print(f"{tier:8s} {ours:10.0f} {peer:10.1f} {ours / peer:7.0f}x  ({n})")
+
+
+def bench_generator(budget: float) -> None:
+    print("\n== generator: puzzles/s (ours: unique solution, tier bounds checked) ==")
+    peer, n = rate(py_sudoku_generate, range(10_000), budget)
+    print(f"py-sudoku Sudoku(3).difficulty(0.5): {peer:.1f} puzzles/s ({n} timed)")
+    print(f"{'tier':8s} {'ours':>10s} {'ratio':>8s} {'clues min/mean/max':>20s} {'rating mean/max':>16s}")
+    for tier in sudoku.TIERS:
+        sudoku.generate(1, tier, seed=0)  # compile outside the timing
+        t0 = time.perf_counter()
+        p, _ = sudoku.generate(200, tier, seed=1)
+        ours = 200 / (time.perf_counter() - t0)
+        clues, ratings = (p > 0).sum(1), sudoku.rate(p)
+        print(
+            f"{tier:8s} {ours:10.0f} {ours / peer:7.0f}x {clues.min():6d}/{clues.mean():5.1f}/{clues.max():3d}"
+            f" {ratings.mean():9.1f}/{ratings.max():4d}"
+        )
+
+
+def steps_per_second(step, actions, seconds: float) -> float:
+    t0 = time.perf_counter()
+    k = 0
+    while True:
+        step(actions[k % len(actions)])
+        k += 1
+        if time.perf_counter() - t0 > seconds:
+            break
+    return k / (time.perf_counter() - t0)
+
+
+def bench_vector(sizes: list[int], device: str, seconds: float) -> None:
+    print(f"\n== vector env: env-steps/s (random actions; ours on {device}) ==")
+    print(f"{'N':>6s} {'ours':>12s} {'SyncVectorEnv':>14s} {'ratio':>8s}")
+    p, s = sudoku.generate(512, "medium", seed=5)
+    pool = PuzzlePool(p, s, "bench")
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        acts = rng.integers(0, 10, size=(4, n, 82))
+        acts[..., 81] = rng.random((4, n)) < 0.05
+        venv = LatentReasoningSudokuVectorEnv(num_envs=n, pool=pool, device=device)
+        venv.reset(seed=0)
+        t_acts = [torch.as_tensor(a, device=device) for a in acts]
+        venv.step(t_acts[0])
+        sync_fn = device.startswith("cuda") and torch.cuda.synchronize or (lambda: None)
+
+        def vstep(a, venv=venv, sync_fn=sync_fn):
+            venv.step(a)
+            sync_fn()
+
+        ours = steps_per_second(vstep, t_acts, seconds) * n
+        sync = gym.vector.SyncVectorEnv([lambda: LatentReasoningSudokuEnv(pool=pool) for _ in range(n)])
+        sync.reset(seed=0)
+        peer = steps_per_second(sync.step, list(acts), seconds) * n if device == "cpu" or n <= 16384 else float("nan")
+        print(f"{n:6d} {ours:12.0f} {peer:14.0f} {ours / peer:7.0f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="device of the vector env (default cpu)")
+    ap.add_argument("--sizes", default="1024,16384", help="comma-separated numbers of environments")
+    ap.add_argument("--peer-seconds", type=float, default=5.0, help="time budget per measurement")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: solver,generator,vector")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    torch.manual_seed(0)
+    sudoku.solve(sudoku.generate(1, "easy", seed=0)[0][0])  # compile the kernels before timing
+    if "solver" not in skip:
+        bench_solver(args.peer_seconds)
+    if "generator" not in skip:
+        bench_generator(args.peer_seconds)
+    if "vector" not in skip:
+        bench_vector([int(x) for x in args.sizes.split(",")], args.device, args.peer_seconds)
+
+
+if __name__ == "__main__":
+    main()
