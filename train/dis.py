@@ -1,0 +1,23 @@
+"""Train a Tiny Recursive Model with Deep Improvement Supervision (DIS).
+
+Each of the ``n_sup`` supervision steps (default 6, with T=1 and n=2: 18 network
+calls per puzzle) is trained toward its own target on a path from the puzzle to the
+solution (``--dis-path linear`` reveals a growing random subset of the blanks,
+``rules`` what rounds of singles propagation deduce), the step index is embedded
+into the input, and there is no halting head. Flags for the released code's choices:
+``--step-weights uniform|increasing``, ``--optimizer adamw|adam``,
+``--input-mode puzzle|previous_answer``; ``run.json`` records which were used.
+
+Example: ``python train/dis.py --difficulty medium --minutes 5 --out runs/dis``.
+"""
+
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages
+
+from train.supervised import main  # noqa: E402
+
+if __name__ == "__main__":
+    main("dis", __doc__)

@@ -1,0 +1,96 @@
+"""TRMConfig: every setting of the Tiny Recursive Model and of its supervision scheme."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TRMConfig:
+    """Model shape, recursion schedule and supervision flags.
+
+    Recursion (DESIGN section 2): one *supervision step* is a deep recursion: ``T - 1``
+    latent recursions without gradients, then one with; a latent recursion is ``n``
+    updates ``z <- f(x + y + z)`` followed by ``y <- f(y + z)``. So a sample costs
+    ``n_sup * T * (n + 1)`` network calls when every step runs (the model counts them).
+
+    The defaults are a CPU-sized TRM-MLP; :meth:`paper_sudoku` gives the paper's
+    Sudoku settings and :meth:`dis` the DIS schedule.
+    """
+
+    # shape
+    hidden: int = 64
+    layers: int = 2
+    expansion: float = 4.0
+    mixer: str = "mlp"  # "mlp" (TRM-MLP, mixes the 81 positions) or "attention" (TRM-Att, rotary)
+    heads: int = 4
+    seq_len: int = 81
+    vocab: int = 10  # 0 = blank / undecided, 1..9 digits
+    # recursion
+    n_sup: int = 16
+    T: int = 3
+    n: int = 6
+    # supervision
+    scheme: str = "trm"  # "trm" (deep supervision on the solution, halting head) or "dis"
+    halting: bool = True  # train the Q head; in training a sample stops when it says halt
+    step_embedding: bool = False  # add an embedding of the step index s to x (DIS)
+    dis_path: str = "linear"  # "linear" (growing random reveal) or "rules" (propagation rounds)
+    step_weights: str = "uniform"  # "uniform" (released code) or "increasing" (paper text: w_s ∝ s)
+    input_mode: str = "puzzle"  # "puzzle", or "previous_answer": from step 2 on x embeds the last argmax
+    # optimisation
+    optimizer: str = "adamw"  # "adamw" (released code) or "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    batch_size: int = 64
+    ema_decay: float = 0.999  # 0 disables the EMA
+
+    def __post_init__(self) -> None:
+        choices = {
+            "mixer": ("mlp", "attention"),
+            "scheme": ("trm", "dis"),
+            "dis_path": ("linear", "rules"),
+            "step_weights": ("uniform", "increasing"),
+            "input_mode": ("puzzle", "previous_answer"),
+            "optimizer": ("adamw", "adam"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TRMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("hidden", "layers", "n_sup", "T", "n", "batch_size", "heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TRMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.mixer == "attention" and self.hidden % (2 * self.heads):
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of 2 * heads ({2 * self.heads}) for rotary attention")
+
+    @classmethod
+    def paper_sudoku(cls, **overrides: Any) -> TRMConfig:
+        """TRM-MLP as in the TRM paper on Sudoku: D=512, 2 layers, N_sup=16, T=3, n=6 (336 calls)."""
+        return cls(**{"hidden": 512, "layers": 2, "n_sup": 16, "T": 3, "n": 6, "lr": 1e-4, "weight_decay": 1.0, **overrides})
+
+    @classmethod
+    def dis(cls, **overrides: Any) -> TRMConfig:
+        """The DIS schedule: N_sup=6, T=1, n=2 (18 calls), step embedding, no halting head."""
+        base = {"scheme": "dis", "n_sup": 6, "T": 1, "n": 2, "halting": False, "step_embedding": True}
+        return cls(**{**base, **overrides})
+
+    def calls_per_sample(self) -> int:
+        """``n_sup * T * (n + 1)``: for documentation only; runs report the model's own count."""
+        return self.n_sup * self.T * (self.n + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TRMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TRMConfig fields: {unknown}")
+        return cls(**d)
+
+    def shape_fields(self) -> dict[str, Any]:
+        """The fields that fix the parameter shapes (a checkpoint must match them)."""
+        keys = ("hidden", "layers", "expansion", "mixer", "heads", "seq_len", "vocab", "step_embedding", "n_sup", "halting")
+        return {k: getattr(self, k) for k in keys}
