@@ -261,7 +261,7 @@ def train(scheme: str, argv: list[str] | None = None, description: str = "") -> 
     t_start = time.perf_counter() - state["wall_seconds"]
     last_ckpt = time.perf_counter()
     budget = args.minutes * 60
-    bar = tqdm(desc=f"{scheme} training", unit="batch", initial=state["batch"], total=args.steps, leave=False)
+    bar = tqdm(desc=f"{scheme} training", unit="batch", initial=state["batch"], total=args.steps, leave=False, disable=None)
     model.train()
     while True:
         elapsed = time.perf_counter() - t_start
