@@ -72,7 +72,10 @@ class LatentReasoningSudokuEnv(gym.Env):
     that conflicts with nothing in its row, column and box, and *solved* means
     complete and conflict-free; no solution is read. The undiscounted return
     telescopes to ``C(final)/B - C(a_0)/B + bonus - step_cost * steps`` with
-    ``C(a_0) = 0``: potential-based shaping of the final score.
+    ``C(a_0) = 0``: potential-based shaping of the final score. In general the bonus
+    term is ``solve_bonus * (solved_{t+1} - solved_t)``, which is the same thing while
+    episodes end on solving, and keeps the shaping exact when they do not
+    (``terminate_on_solve=False``).
 
     ## Starting state
 
@@ -82,8 +85,9 @@ class LatentReasoningSudokuEnv(gym.Env):
 
     ## Episode end
 
-    Terminated when the answer is solved or the halt flag is 1; truncated when
-    ``step == max_steps``. Stepping a finished episode raises ``RuntimeError``.
+    Terminated when the answer is solved (unless ``terminate_on_solve=False``, for
+    evaluations where the agent must decide when to stop) or the halt flag is 1;
+    truncated when ``step == max_steps``. Stepping a finished episode raises ``RuntimeError``.
 
     ## Info
 
@@ -100,7 +104,7 @@ class LatentReasoningSudokuEnv(gym.Env):
       ``solve_bonus`` (1.0), ``augment`` (False), ``teacher`` (False),
       ``render_mode`` (None, "ansi" or "rgb_array").
     * ``pool_size`` (1024) and ``pool_seed`` (0): how many puzzles to generate, and
-      from which seed; ``order`` ("random" or "sequential").
+      from which seed; ``order`` ("random" or "sequential"); ``terminate_on_solve`` (True).
 
     ## Version history
 
@@ -123,6 +127,7 @@ class LatentReasoningSudokuEnv(gym.Env):
         pool_size: int = 1024,
         pool_seed: int = 0,
         order: str = "random",
+        terminate_on_solve: bool = True,
         pool: PuzzlePool | None = None,
     ) -> None:
         check_settings(max_steps, reward_mode, step_cost, solve_bonus, order)
@@ -140,6 +145,7 @@ class LatentReasoningSudokuEnv(gym.Env):
         self.teacher = bool(teacher)
         self.render_mode = render_mode
         self.order = order
+        self.terminate_on_solve = bool(terminate_on_solve)
         self.observation_space, self.action_space = make_spaces(self.max_steps)
         self._cursor = 0
         self._done = True
@@ -200,6 +206,7 @@ class LatentReasoningSudokuEnv(gym.Env):
         self._done = False
         self._score = 0  # C(a_0) = 0: every blank of a_0 is undecided
         _, solved, conf = self._evaluate()
+        self._solved = solved
         return self._obs(), self._info(0, solved, conf)
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -218,9 +225,9 @@ class LatentReasoningSudokuEnv(gym.Env):
         self._t += 1
         new_score, solved, conf = self._evaluate()
         blanks = max(int((self._puzzle == 0).sum()), 1)
-        reward = (new_score - self._score) / blanks + self.solve_bonus * solved - self.step_cost
-        self._score = new_score
-        terminated = bool(solved or a[81] == 1)
+        reward = (new_score - self._score) / blanks + self.solve_bonus * (solved - self._solved) - self.step_cost
+        self._score, self._solved = new_score, solved
+        terminated = bool((solved and self.terminate_on_solve) or a[81] == 1)
         truncated = bool(self._t >= self.max_steps and not terminated)
         self._done = terminated or truncated
         return self._obs(), float(reward), terminated, truncated, self._info(new_score, solved, conf)

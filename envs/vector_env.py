@@ -60,6 +60,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         pool_size: int = 1024,
         pool_seed: int = 0,
         order: str = "random",
+        terminate_on_solve: bool = True,
         device: str | torch.device = "cpu",
         validate_actions: bool = True,
         pool: PuzzlePool | None = None,
@@ -82,6 +83,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.augment = bool(augment)
         self.teacher = bool(teacher)
         self.order = order
+        self.terminate_on_solve = bool(terminate_on_solve)
         self.validate_actions = validate_actions
         self.render_mode = None
         self.single_observation_space, self.single_action_space = make_spaces(self.max_steps)
@@ -98,6 +100,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer = torch.zeros(n, 81, dtype=torch.long, device=d)
         self.t = torch.zeros(n, dtype=torch.long, device=d)
         self._score = torch.zeros(n, dtype=torch.long, device=d)
+        self._solved = torch.zeros(n, dtype=torch.bool, device=d)
         self._blanks = torch.ones(n, dtype=torch.float32, device=d)
         self._given = torch.zeros(n, 81, dtype=torch.bool, device=d)
         self._cursor = torch.arange(n, device=d)
@@ -128,6 +131,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer[rows] = p
         self.t[rows] = 0
         self._score[rows] = 0  # C(a_0) = 0
+        self._solved = self._solved.clone()  # the old tensor was handed out as info["solved"]
+        self._solved[rows] = False  # a puzzle always has a blank
         self._given[rows] = p > 0
         self._blanks[rows] = (p == 0).sum(-1).clamp(min=1).float()
 
@@ -190,9 +195,10 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer = torch.where(self._given, self.puzzle, a[:, :81])
         self.t = self.t + 1
         new_score, solved, conflicts = self._evaluate()
-        reward = (new_score - self._score).float() / self._blanks + self.solve_bonus * solved.float() - self.step_cost
-        self._score = new_score
-        terminated = solved | (a[:, 81] == 1)
+        bonus = self.solve_bonus * (solved.float() - self._solved.float())
+        reward = (new_score - self._score).float() / self._blanks + bonus - self.step_cost
+        self._score, self._solved = new_score, solved
+        terminated = (solved & self.terminate_on_solve) | (a[:, 81] == 1)
         truncated = (self.t >= self.max_steps) & ~terminated
         info = self._info(solved, conflicts)
         done = terminated | truncated

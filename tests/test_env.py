@@ -72,6 +72,20 @@ def test_sending_back_the_answer_is_a_zero_improvement_step(real_unique):
         env.step(act(worse))
 
 
+def test_without_terminate_on_solve_the_bonus_is_shaped_too(real_unique):
+    puzzles, solutions = real_unique
+    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), terminate_on_solve=False, solve_bonus=0.5, max_steps=4)
+    obs, _ = env.reset(seed=0)
+    sol = env._solution
+    _, r1, term, _, info = env.step(act(sol))
+    assert info["solved"] and not term and r1 == pytest.approx(1.5)
+    _, r2, term, _, _ = env.step(act(sol))
+    assert r2 == 0 and not term  # staying solved earns nothing more
+    _, r3, _, _, _ = env.step(act(obs["puzzle"]))
+    _, r4, term, _, _ = env.step(act(sol, halt=1))
+    assert term and r1 + r2 + r3 + r4 == pytest.approx(1.5)  # the return telescopes to the final score
+
+
 def test_halt_terminates_and_givens_stay(real_unique):
     puzzles, solutions = real_unique
     env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions))
@@ -201,11 +215,11 @@ def _drive_single(puzzle, solution, actions, **kw):
     return out
 
 
-@pytest.mark.parametrize("mode", ["solution", "verifier"])
-def test_vector_env_matches_single_env_step_by_step(real_unique, mode):
+@pytest.mark.parametrize("mode, terminate_on_solve", [("solution", True), ("verifier", True), ("solution", False)])
+def test_vector_env_matches_single_env_step_by_step(real_unique, mode, terminate_on_solve):
     puzzles, solutions = real_unique
     n = 6
-    kw = dict(max_steps=3, reward_mode=mode, step_cost=0.02, solve_bonus=0.7)
+    kw = dict(max_steps=3, reward_mode=mode, step_cost=0.02, solve_bonus=0.7, terminate_on_solve=terminate_on_solve)
     venv = LatentReasoningSudokuVectorEnv(num_envs=n, puzzles=(puzzles[:n], solutions[:n]), order="sequential", **kw)
     obs, _ = venv.reset(seed=0)
     rng = np.random.default_rng(0)
