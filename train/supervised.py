@@ -75,7 +75,7 @@ def build_parser(scheme: str, description: str) -> argparse.ArgumentParser:
     ap.add_argument("--log-every", type=int, default=10, help="batches between TensorBoard points")
     if scheme == "trm":
         ap.add_argument("--paper", action="store_true", help="the paper's Sudoku settings (D=512, N_sup=16, T=3, n=6)")
-    base = TRMConfig.dis() if scheme == "dis" else TRMConfig()
+    base = {"dis": TRMConfig.dis, "onepass": TRMConfig.onepass}.get(scheme, TRMConfig)()
     for f in fields(TRMConfig):
         if f.name in ("scheme", "seq_len", "vocab"):
             continue
@@ -100,6 +100,8 @@ def config_from_args(scheme: str, args: argparse.Namespace) -> TRMConfig:
     overrides = {f.name: getattr(args, f.name) for f in fields(TRMConfig) if getattr(args, f.name, None) is not None}
     if scheme == "dis":
         return TRMConfig.dis(**overrides)
+    if scheme == "onepass":
+        return TRMConfig.onepass(**overrides)
     if getattr(args, "paper", False):
         return TRMConfig.paper_sudoku(**overrides)
     return TRMConfig(**overrides)

@@ -12,7 +12,8 @@ class TRMConfig:
 
     Recursion (DESIGN section 2): one *supervision step* is a deep recursion: ``T - 1``
     latent recursions without gradients, then one with; a latent recursion is ``n``
-    updates ``z <- f(x + y + z)`` followed by ``y <- f(y + z)``. So a sample costs
+    updates ``z <- f(x + y + z)`` followed by ``y <- f(y + z)`` (with ``n = 0`` the single
+    update reads the input: ``y <- f(x + y + z)``, the one-pass network). So a sample costs
     ``n_sup * T * (n + 1)`` network calls when every step runs (the model counts them).
 
     The defaults are a CPU-sized TRM-MLP; :meth:`paper_sudoku` gives the paper's
@@ -32,7 +33,7 @@ class TRMConfig:
     T: int = 3
     n: int = 6
     # supervision
-    scheme: str = "trm"  # "trm" (deep supervision on the solution, halting head) or "dis"
+    scheme: str = "trm"  # "trm" (deep supervision on the solution, halting head), "dis", or "onepass"
     halting: bool = True  # train the Q head; in training a sample stops when it says halt
     step_embedding: bool = False  # add an embedding of the step index s to x (DIS)
     dis_path: str = "linear"  # "linear" (growing random reveal) or "rules" (propagation rounds)
@@ -49,7 +50,7 @@ class TRMConfig:
     def __post_init__(self) -> None:
         choices = {
             "mixer": ("mlp", "attention"),
-            "scheme": ("trm", "dis"),
+            "scheme": ("trm", "dis", "onepass"),
             "dis_path": ("linear", "rules"),
             "step_weights": ("uniform", "increasing"),
             "input_mode": ("puzzle", "previous_answer"),
@@ -58,9 +59,11 @@ class TRMConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TRMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("hidden", "layers", "n_sup", "T", "n", "batch_size", "heads"):
+        for name in ("hidden", "layers", "n_sup", "T", "batch_size", "heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TRMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n < 0:
+            raise ValueError(f"TRMConfig.n must be >= 0, got {self.n}")
         if self.mixer == "attention" and self.hidden % (2 * self.heads):
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of 2 * heads ({2 * self.heads}) for rotary attention")
 
@@ -73,6 +76,12 @@ class TRMConfig:
     def dis(cls, **overrides: Any) -> TRMConfig:
         """The DIS schedule: N_sup=6, T=1, n=2 (18 calls), step embedding, no halting head."""
         base = {"scheme": "dis", "n_sup": 6, "T": 1, "n": 2, "halting": False, "step_embedding": True}
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def onepass(cls, **overrides: Any) -> TRMConfig:
+        """The one-pass baseline: TRM's network called once, ``y <- f(x + y + z)`` (n=0, 1 call)."""
+        base = {"scheme": "onepass", "n_sup": 1, "T": 1, "n": 0, "halting": False}
         return cls(**{**base, **overrides})
 
     def calls_per_sample(self) -> int:

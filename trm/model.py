@@ -166,10 +166,14 @@ class TRM(nn.Module):
         return x
 
     def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` updates ``z <- f(x + y + z)``, then ``y <- f(y + z)``: ``n + 1`` network calls."""
+        """``n`` updates ``z <- f(x + y + z)``, then ``y <- f(y + z)``: ``n + 1`` network calls.
+
+        With ``n = 0`` (the one-pass network) the answer update reads the input itself:
+        ``y <- f(x + y + z)``.
+        """
         for _ in range(self.cfg.n):
             z = self.net(x + y + z)
-        y = self.net(y + z)
+        y = self.net(y + z if self.cfg.n > 0 else x + y + z)
         return y, z
 
     def deep_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

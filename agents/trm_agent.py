@@ -1,0 +1,79 @@
+"""A TRM, DIS or one-pass model from a checkpoint, acting one supervision step per env step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from agents.base import make_action
+from train.run import load_checkpoint
+from trm.config import TRMConfig
+from trm.losses import guided_logits
+from trm.model import TRM
+
+KINDS = ("trm", "dis", "onepass")
+
+
+class TRMAgent:
+    """Greedy decoding of the guided logits ``l_w = l_u + w (l_c - l_u)``.
+
+    Each ``act`` runs one supervision step (a deep recursion) on the episodes still
+    going, carrying ``(y, z)`` in the agent state. An episode halts after ``n_sup``
+    steps, or earlier when ``halting`` is on and the Q head says so (``q > 0``).
+    ``info`` carries ``forward_passes`` (from the model's counter), and the
+    readouts ``logits_ref``/``logits`` of the episodes in ``info["rows"]``.
+    """
+
+    def __init__(self, model: TRM, *, w: float = 1.0, halting: bool = False, name: str | None = None) -> None:
+        self.model = model.eval()
+        self.cfg: TRMConfig = model.cfg
+        self.w = float(w)
+        self.halting = halting
+        self.name = name or self.cfg.scheme
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str, *, device: str | torch.device = "cpu", kind: str | tuple[str, ...] = KINDS, ema: bool = True, **kw: Any
+    ) -> TRMAgent:
+        """Load the (EMA, when saved) weights of a ``train/trm.py``, ``dis.py`` or ``onepass.py`` run."""
+        ck = load_checkpoint(path, kind=kind)
+        model = TRM(TRMConfig.from_dict(ck["config"]))
+        weights = ck["ema"]["model"] if ema and ck.get("ema") else ck["model"]
+        model.load_state_dict(weights)
+        kw.setdefault("name", ck["kind"])
+        return cls(model.to(device), **kw)
+
+    def reset(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        n = obs["answer"].shape[0]
+        return {"y": None, "z": None, "step": 0, "active": torch.ones(n, dtype=torch.bool, device=obs["answer"].device)}
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
+        cfg, model = self.cfg, self.model
+        s = state["step"] + 1
+        active = state["active"]
+        idx = active.nonzero().squeeze(-1)
+        n = active.shape[0]
+        tokens = obs["answer"] if cfg.input_mode == "previous_answer" else obs["puzzle"]
+        y, z = state["y"], state["z"]
+        y_in, z_in = model.initial_state(idx.numel()) if y is None else (y[idx], z[idx])
+        before = model.net.sample_calls
+        out = model.step(tokens[idx], y_in, z_in, step=s if cfg.step_embedding else None)
+        calls = (model.net.sample_calls - before) / max(1, idx.numel())
+        if y is None:
+            y, z = out.y.clone(), out.z.clone()
+        else:
+            y[idx], z[idx] = out.y, out.z
+        answer = obs["answer"].clone()
+        answer[idx] = torch.where(
+            obs["puzzle"][idx] > 0, obs["puzzle"][idx], guided_logits(out.logits_ref, out.logits, self.w).argmax(-1)
+        )
+        halt = torch.zeros(n, dtype=torch.bool, device=answer.device)
+        stop = (out.q > 0) if self.halting else torch.zeros(idx.numel(), dtype=torch.bool, device=answer.device)
+        halt[idx] = stop | (s >= cfg.n_sup)
+        fp = torch.zeros(n, device=answer.device)
+        fp[idx] = calls
+        new_state = {"y": y, "z": z, "step": s, "active": active & ~halt}
+        info = {"forward_passes": fp, "rows": idx, "logits_ref": out.logits_ref, "logits": out.logits}
+        return make_action(answer, halt), new_state, info
