@@ -1,0 +1,56 @@
+"""A stable-baselines3 model acting in the batched environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import make_action
+
+
+class SB3Agent:
+    """Wraps a trained SB3 policy (e.g. ``PPO`` with ``MultiInputPolicy``).
+
+    The vector env's tensor observations are handed to ``model.predict`` as numpy
+    (deterministic actions). Forward passes are the rows that pass through the
+    policy's action head, counted by a forward hook as they happen.
+    """
+
+    def __init__(self, model: Any, name: str = "sb3_ppo") -> None:
+        self.model = model
+        self.name = name
+        self.calls = 0  # rows that went through the policy's action head, counted by a hook
+        model.policy.action_net.register_forward_hook(self._count)
+
+    def _count(self, module: Any, args: tuple, output: Any) -> None:
+        self.calls += args[0].shape[0]
+
+    @classmethod
+    def from_file(cls, path: str, *, device: str = "cpu", name: str = "sb3_ppo") -> SB3Agent:
+        from stable_baselines3 import PPO
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"SB3 model {p} does not exist")
+        try:
+            model = PPO.load(p, device=device)
+        except Exception as e:  # noqa: BLE001 - SB3 raises many kinds for a wrong file
+            raise ValueError(f"{p} is not a stable-baselines3 PPO model: {type(e).__name__}: {e}") from None
+        return cls(model, name=name)
+
+    def reset(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.ones(obs["answer"].shape[0], dtype=torch.bool, device=obs["answer"].device)
+
+    def act(self, obs: dict[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        dev = obs["answer"].device
+        np_obs = {k: v.cpu().numpy() for k, v in obs.items()}
+        before = self.calls
+        acts, _ = self.model.predict(np_obs, deterministic=True)
+        calls = (self.calls - before) / state.shape[0]
+        acts = torch.as_tensor(np.asarray(acts), dtype=torch.long, device=dev).reshape(-1, 82)
+        halt = acts[:, 81].bool() & state
+        action = make_action(acts[:, :81], halt | ~state)
+        return action, state & ~halt, {"forward_passes": state.float() * calls}
