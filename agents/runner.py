@@ -21,9 +21,12 @@ from trm.losses import advantage_margin
 
 
 def run_episodes(
-    agent: Agent, puzzles: np.ndarray, solutions: np.ndarray, *, device: str | torch.device = "cpu", max_steps: int = 16
+    agent: Agent, puzzles: np.ndarray, solutions: np.ndarray | None, *, device: str | torch.device = "cpu", max_steps: int = 16
 ) -> dict[str, Any]:
     """Per-puzzle results and per-step curves of ``agent`` on ``puzzles (n, 81)``.
+
+    With ``solutions=None`` (a label-free source) the episodes are scored by the
+    verifier (solved = complete and conflict-free); cell accuracy is then NaN.
 
     Returns numpy arrays ``solved``, ``cell_accuracy``, ``steps``, ``forward_passes``,
     ``dead_steps`` (steps whose reward is not positive while unsolved), ``search_nodes``,
@@ -32,15 +35,17 @@ def run_episodes(
     blanks of the episodes acting, for agents that expose readouts), and ``wall_seconds``.
     """
     n = len(puzzles)
+    labelled = solutions is not None
     venv = LatentReasoningSudokuVectorEnv(
         num_envs=n,
-        pool=PuzzlePool(np.asarray(puzzles), np.asarray(solutions), "run_episodes"),
+        pool=PuzzlePool(np.asarray(puzzles), np.asarray(solutions) if labelled else None, "run_episodes"),
         order="sequential",
         max_steps=max_steps,
         terminate_on_solve=False,
+        reward_mode="solution" if labelled else "verifier",
         device=device,
     )
-    sol = torch.as_tensor(np.asarray(solutions), dtype=torch.long, device=device)
+    sol = torch.as_tensor(np.asarray(solutions), dtype=torch.long, device=device) if labelled else None
     obs, _ = venv.reset(seed=0)
     blank = obs["puzzle"] == 0
     t0 = time.perf_counter()
@@ -59,7 +64,7 @@ def run_episodes(
         z["steps"] += alive.float()
         z["cell_accuracy"] = torch.where(alive, env_info["cell_accuracy"], z["cell_accuracy"])
         solved = torch.where(alive, env_info["solved"], solved)
-        if "logits" in info:
+        if "logits" in info and labelled:
             rows = info["rows"]
             margin = advantage_margin(info["logits_ref"], info["logits"], sol[rows], getattr(agent, "w", 1.0))
             bl = blank[rows]

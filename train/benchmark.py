@@ -24,17 +24,18 @@ Example: ``python train/benchmark.py --quick``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
+
 import argparse
 import csv
 import io
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages
 
 import numpy as np  # noqa: E402
 

@@ -9,12 +9,14 @@ puzzle (counted by the model), training forward passes and wall time. Writes
 Example: ``python train/compare_supervision.py --difficulty medium --minutes 20``.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages
+    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
+
+
+import argparse
 
 from train.run import atomic_write_json, atomic_write_text  # noqa: E402
 from train.supervised import TrainingDiverged, train  # noqa: E402

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages
+    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
 
 from train.supervised import main  # noqa: E402
 

@@ -154,15 +154,20 @@ class TRM(nn.Module):
         shape = (batch, self.cfg.seq_len, self.cfg.hidden)
         return self.y_init.expand(shape), self.z_init.expand(shape)
 
-    def embed_input(self, tokens: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        """``x (B, L, D)`` from input tokens ``(B, L)`` in 0..9 and, with DIS, step index ``s``."""
+    def embed_input(self, tokens: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, L, D)`` from input tokens ``(B, L)`` in 0..9 and, with DIS, the step index.
+
+        ``step`` is one index ``s`` for the whole batch or a tensor ``(B,)`` of indices.
+        """
         x = self.embed(tokens.long()) * math.sqrt(self.cfg.hidden)
         if self.pos is not None:
             x = x + self.pos
         if self.step_embed is not None:
-            if step is None or not 0 <= step <= self.cfg.n_sup:
+            s = torch.as_tensor(step if step is not None else -1, device=x.device)
+            if step is None or s.min() < 0 or s.max() > self.cfg.n_sup:
                 raise ValueError(f"this model embeds the step index: pass 0 <= step <= {self.cfg.n_sup}, got {step}")
-            x = x + self.step_embed.weight[step]
+            e = self.step_embed(s.long())
+            x = x + (e[:, None, :] if e.dim() == 2 else e)
         return x
 
     def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +189,7 @@ class TRM(nn.Module):
         return self.latent_recursion(x, y, z)
 
     # ------------------------------------------------------------------ one supervision step
-    def step(self, tokens: torch.Tensor, y: torch.Tensor, z: torch.Tensor, step: int | None = None) -> StepOutput:
+    def step(self, tokens: torch.Tensor, y: torch.Tensor, z: torch.Tensor, step: int | torch.Tensor | None = None) -> StepOutput:
         """Run one supervision step from input tokens ``(B, L)`` and state ``(y, z)``.
 
         The returned state is detached (deep supervision carries it to the next step
