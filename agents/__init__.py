@@ -5,6 +5,8 @@
 * ``random``, ``propagation``, ``solver``: no checkpoint;
 * ``onepass``, ``trm``, ``dis``: a checkpoint of ``train/onepass.py``, ``trm.py``, ``dis.py``
   (default ``runs/<name>/checkpoint.pt``);
+* ``ppo_recursion``: the RL-trained recursive policy of ``train/ppo_recursion.py``, halting
+  by its Q head (default ``runs/ppo_recursion/checkpoint.pt``);
 * ``sb3_ppo``: a stable-baselines3 model of ``train/sb3_ppo.py`` (default ``runs/sb3_ppo/model.zip``).
 """
 
@@ -22,6 +24,7 @@ DEFAULT_CHECKPOINTS = {
     "trm": "runs/trm/checkpoint.pt",
     "dis": "runs/dis/checkpoint.pt",
     "sb3_ppo": "runs/sb3_ppo/model.zip",
+    "ppo_recursion": "runs/ppo_recursion/checkpoint.pt",
 }
 NAMES = tuple(RULE_BASED) + tuple(DEFAULT_CHECKPOINTS)
 
@@ -47,4 +50,6 @@ def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **
         return SB3Agent.from_file(path, device=device, name=name)
     from agents.trm_agent import TRMAgent
 
+    if name == "ppo_recursion":
+        kw.setdefault("halting", True)
     return TRMAgent.from_checkpoint(path, device=device, kind=name, **kw)

@@ -12,7 +12,7 @@ from trm.config import TRMConfig
 from trm.losses import guided_logits
 from trm.model import TRM
 
-KINDS = ("trm", "dis", "onepass")
+KINDS = ("trm", "dis", "onepass", "ppo_recursion")
 
 
 class TRMAgent:

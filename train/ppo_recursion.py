@@ -363,10 +363,7 @@ def load_init(args: Args, device: str) -> tuple[TRM, str]:
         if args.hidden and args.hidden != cfg.hidden:
             raise ValueError(f"--init-from: {path} has hidden={cfg.hidden}, but --hidden {args.hidden} was asked for")
         model = TRM(cfg)
-        weights = ck["ema"]["model"] if ck.get("ema") else ck["model"]
-        if ck["kind"] == KIND:
-            weights = {k[len("trm.") :]: v for k, v in ck["model"].items() if k.startswith("trm.")}
-        model.load_state_dict(weights)
+        model.load_state_dict(ck["ema"]["model"] if ck.get("ema") else ck["model"])
         return model.to(device), f"{ck['kind']} checkpoint {path}"
     from train.supervised import train as train_supervised
 
@@ -438,7 +435,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         diff = [d for d in diff if d.split(":")[0] in ("objective", "reward_mode", "step_cost", "num_envs", "lr", "solve_bonus")]
         if diff:
             raise ValueError(f"--resume: {ckpt_path} was trained with other settings: " + "; ".join(diff))
-        policy.load_state_dict(resumed["model"])
+        model.load_state_dict(resumed["model"])
+        policy.value.load_state_dict(resumed["value"])
         opt.load_state_dict(resumed["optimizer"])
         set_rng_state(resumed["rng"])
         state = resumed["state"]
@@ -482,7 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 {
                     "kind": KIND,
                     "config": cfg.to_dict(),
-                    "model": policy.state_dict(),
+                    "model": model.state_dict(),
+                    "value": policy.value.state_dict(),
                     "ema": None,
                     "optimizer": opt.state_dict(),
                     "rng": rng_state(),

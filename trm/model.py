@@ -164,7 +164,7 @@ class TRM(nn.Module):
             x = x + self.pos
         if self.step_embed is not None:
             s = torch.as_tensor(step if step is not None else -1, device=x.device)
-            if step is None or s.min() < 0 or s.max() > self.cfg.n_sup:
+            if step is None or (s.numel() and (s.min() < 0 or s.max() > self.cfg.n_sup)):
                 raise ValueError(f"this model embeds the step index: pass 0 <= step <= {self.cfg.n_sup}, got {step}")
             e = self.step_embed(s.long())
             x = x + (e[:, None, :] if e.dim() == 2 else e)
