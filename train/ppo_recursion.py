@@ -82,7 +82,7 @@ class Args:
     out: str = "runs/ppo_recursion"
     seed: int = 0
     device: str = "cpu"
-    minutes: float = 4.0  # RL wall-clock budget
+    minutes: float = 3.0  # RL wall-clock budget
     updates: int = 0  # stop after this many updates (0: only --minutes)
     resume: bool = False
     difficulty: str = "easy"
