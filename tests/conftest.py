@@ -17,3 +17,14 @@ def tdoku_lines() -> list[tuple[str, int, str | None]]:
         parts = line.strip().split(":")
         rows.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None))
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_dis_checkpoint(tmp_path_factory) -> str:
+    """A DIS checkpoint of a tiny model (hidden 16, one layer) after three batches."""
+    import train.supervised as supervised
+
+    out = tmp_path_factory.mktemp("tiny_dis")
+    args = ["--out", str(out), "--steps", "3", "--pool-size", "64", "--eval-size", "8", "--hidden", "16", "--layers", "1"]
+    supervised.train("dis", args + ["--batch-size", "8", "--checkpoint-every", "0"])
+    return str(out / "checkpoint.pt")

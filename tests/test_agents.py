@@ -8,7 +8,6 @@ import torch
 
 import agents
 import train.benchmark as benchmark
-import train.supervised as supervised
 from agents.runner import run_episodes, summarize
 from agents.trm_agent import TRMAgent
 from envs import sudoku
@@ -25,14 +24,6 @@ def mixed(tdoku_lines):
     p = np.concatenate([sudoku.parse([p for p, _ in rows]), hp, ep])
     s = np.concatenate([sudoku.parse([s for _, s in rows]), hs, es])
     return p, s
-
-
-@pytest.fixture(scope="module")
-def dis_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dis")
-    args = ["--out", str(out), "--steps", "1", "--pool-size", "32", "--eval-size", "8", "--hidden", "16", "--layers", "1"]
-    supervised.train("dis", args + ["--batch-size", "8", "--checkpoint-every", "0"])
-    return str(out / "checkpoint.pt")
 
 
 def test_solver_solves_everything_and_random_nothing(mixed):
@@ -61,14 +52,14 @@ def test_trm_agent_counts_forward_passes_and_halts_by_its_q_head(mixed):
     assert halted["forward_passes_per_puzzle"] == 2 * 3 and halted["mean_steps"] == 1
 
 
-def test_registry_refuses_unknown_names_missing_and_wrong_checkpoints(tmp_path, dis_checkpoint):
+def test_registry_refuses_unknown_names_missing_and_wrong_checkpoints(tmp_path, tiny_dis_checkpoint):
     with pytest.raises(ValueError, match="unknown agent 'alphazero'; known agents: random, propagation"):
         agents.make_agent("alphazero")
     with pytest.raises(FileNotFoundError, match="does not exist; available now: random"):
         agents.make_agent("trm", str(tmp_path / "none.pt"))
     with pytest.raises(ValueError, match="holds a 'dis' model; expected trm"):
-        agents.make_agent("trm", dis_checkpoint)
-    assert agents.make_agent("dis", dis_checkpoint).name == "dis"
+        agents.make_agent("trm", tiny_dis_checkpoint)
+    assert agents.make_agent("dis", tiny_dis_checkpoint).name == "dis"
 
 
 def test_sb3_models_act_through_the_wrapper(tmp_path, mixed):
@@ -92,9 +83,9 @@ def bench_args(out, ckpt, *extra):
     return args + ["--agents", "random,propagation,solver,dis", "--checkpoint", f"dis={ckpt}", *extra]
 
 
-def test_benchmark_end_to_end_is_reproducible(tmp_path, dis_checkpoint):
-    payload = benchmark.main(bench_args(tmp_path / "a", dis_checkpoint))
-    benchmark.main(bench_args(tmp_path / "b", dis_checkpoint))
+def test_benchmark_end_to_end_is_reproducible(tmp_path, tiny_dis_checkpoint):
+    payload = benchmark.main(bench_args(tmp_path / "a", tiny_dis_checkpoint))
+    benchmark.main(bench_args(tmp_path / "b", tiny_dis_checkpoint))
     a, b = (tmp_path / "a" / "results.csv").read_bytes(), (tmp_path / "b" / "results.csv").read_bytes()
     assert a == b
     assert len(a.decode().strip().splitlines()) == 1 + 2 * 4
@@ -113,7 +104,7 @@ def test_benchmark_end_to_end_is_reproducible(tmp_path, dis_checkpoint):
     assert lo <= mid <= hi
 
 
-def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, dis_checkpoint, monkeypatch):
+def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, tiny_dis_checkpoint, monkeypatch):
     with pytest.raises(SystemExit, match="unknown agent 'nope'"):
         benchmark.main(["--out", str(tmp_path / "x"), "--agents", "solver,nope", "--quick"])
     with pytest.raises(SystemExit, match="does not exist"):
@@ -130,5 +121,5 @@ def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, 
 
     monkeypatch.setattr(benchmark, "run_episodes", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        benchmark.main(bench_args(tmp_path / "c", dis_checkpoint))
+        benchmark.main(bench_args(tmp_path / "c", tiny_dis_checkpoint))
     assert not any(p.name in ("table.md", "results.csv", "results.json") for p in (tmp_path / "c").iterdir())

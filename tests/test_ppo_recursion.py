@@ -13,18 +13,9 @@ import torch
 import torch.distributed as dist
 
 import train.ppo_recursion as ppo
-import train.supervised as supervised
 from envs import sudoku
 from trm.config import TRMConfig
 from trm.model import TRM
-
-
-@pytest.fixture(scope="module")
-def dis_ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dis")
-    args = ["--out", str(out), "--steps", "3", "--pool-size", "64", "--eval-size", "8", "--hidden", "16", "--layers", "1"]
-    supervised.train("dis", args + ["--batch-size", "8", "--checkpoint-every", "0"])
-    return str(out / "checkpoint.pt")
 
 
 def rl_args(out, ckpt, *extra):
@@ -33,8 +24,8 @@ def rl_args(out, ckpt, *extra):
 
 
 @pytest.mark.parametrize("objective", ["ppo", "pi"])
-def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, dis_ckpt, objective, capsys):
-    m = ppo.main(rl_args(tmp_path, dis_ckpt, "--objective", objective))
+def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tiny_dis_checkpoint, objective, capsys):
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", objective))
     for key in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "train_forward_passes", "wall_seconds"):
         assert key in m
     assert m["updates"] == 2 and m["train_forward_passes"] > 0
@@ -49,28 +40,28 @@ def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, dis
     assert agent.cfg.n_sup == 6
 
 
-def test_resume_continues_from_the_saved_update(tmp_path, dis_ckpt):
-    ppo.main(rl_args(tmp_path, dis_ckpt))
-    m = ppo.main(rl_args(tmp_path, dis_ckpt, "--resume", "--updates", "3"))
+def test_resume_continues_from_the_saved_update(tmp_path, tiny_dis_checkpoint):
+    ppo.main(rl_args(tmp_path, tiny_dis_checkpoint))
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--resume", "--updates", "3"))
     assert m["updates"] == 3
 
 
-def test_verifier_mode_trains_from_a_source_without_solutions(tmp_path, dis_ckpt):
+def test_verifier_mode_trains_from_a_source_without_solutions(tmp_path, tiny_dis_checkpoint):
     puzzles, _ = sudoku.generate(40, "easy", seed=9)
     f = tmp_path / "unlabelled.txt"
     f.write_text("\n".join(sudoku.format(puzzles)) + "\n")
     _, _, pool = ppo.held_out(ppo.parse_args(["--puzzles", str(f), "--reward-mode", "verifier", "--eval-size", "8"]))
     assert pool.solutions is None  # nothing to read: the training reward is the rules alone
-    m = ppo.main(rl_args(tmp_path / "run", dis_ckpt, "--puzzles", str(f), "--reward-mode", "verifier"))
+    m = ppo.main(rl_args(tmp_path / "run", tiny_dis_checkpoint, "--puzzles", str(f), "--reward-mode", "verifier"))
     assert m["reward_mode"] == "verifier" and 0.0 <= m["solve_rate"] <= 1.0
     assert np.isnan(m["cell_accuracy"])  # held-out accuracy needs labels; solve rate is the verifier's
 
 
-def test_bad_init_checkpoints_fail_at_once(tmp_path, dis_ckpt):
+def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint):
     with pytest.raises(FileNotFoundError, match="--init-from: checkpoint .* does not exist"):
         ppo.main(rl_args(tmp_path, str(tmp_path / "missing.pt")))
     with pytest.raises(ValueError, match="has hidden=16, but --hidden 32"):
-        ppo.main(rl_args(tmp_path, dis_ckpt, "--hidden", "32"))
+        ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--hidden", "32"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="corrupt or not a checkpoint"):
@@ -78,7 +69,7 @@ def test_bad_init_checkpoints_fail_at_once(tmp_path, dis_ckpt):
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, dis_ckpt, monkeypatch):
+def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dis_checkpoint, monkeypatch):
     real = ppo.update
     calls = {"n": 0}
 
@@ -90,7 +81,7 @@ def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, dis_ck
 
     monkeypatch.setattr(ppo, "update", diverging)
     with pytest.raises(SystemExit, match="diverged .* last good checkpoint"):
-        ppo.main(rl_args(tmp_path, dis_ckpt, "--updates", "4", "--checkpoint-every", "0"))
+        ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "4", "--checkpoint-every", "0"))
     from train.run import load_checkpoint
 
     assert load_checkpoint(tmp_path / "checkpoint.pt", kind="ppo_recursion")["state"]["update"] == 1
@@ -161,7 +152,7 @@ def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_bat
     assert moved
 
 
-def test_torchrun_two_ranks_end_to_end(tmp_path, dis_ckpt):
+def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
     cmd = [
         sys.executable,
         "-m",
@@ -173,7 +164,7 @@ def test_torchrun_two_ranks_end_to_end(tmp_path, dis_ckpt):
         "train/ppo_recursion.py",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd + rl_args(tmp_path, dis_ckpt), capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(cmd + rl_args(tmp_path, tiny_dis_checkpoint), capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["updates"] == 2
