@@ -415,8 +415,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = TRMConfig.from_dict(resumed["config"])
         model, source = TRM(cfg).to(device), f"resumed {ckpt_path}"
     else:
-        if ddp.rank == 0 or args.init_from:
-            model, source = load_init(args, device) if ddp.rank == 0 else load_init(args, device)
+        # rank 0 loads (or warm-starts) first; the others then read the same checkpoint
+        if ddp.rank == 0:
+            model, source = load_init(args, device)
         if ddp.world > 1:
             dist.barrier()
             if ddp.rank != 0:
