@@ -15,7 +15,12 @@ value head ``V = v(mean_L y')`` reads the new answer state::
     log pi(a | s) = sum_{blank cells i} log softmax(l_c)_i[a_i] + log Bern(halt; sigmoid(q))
 
 Advantages are GAE over recursion steps (``gamma``, ``lambda``), each rollout being one
-episode per environment. Objectives (``--objective``):
+episode per environment. As at inference, an episode ends only when the policy halts or
+after ``n_sup`` steps (``--terminate-on-solve`` ends it on a solved board instead). The
+solve bonus is a potential difference (paid when the board becomes solved, taken back
+if it breaks), so every step past a solved board earns ``-step_cost``: halting there is
+what the step cost teaches. The halt and value heads, which DIS never trained, learn at
+``--head-lr``; the rest of the network at ``--lr``. Objectives (``--objective``):
 
 * ``ppo``: clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)``, entropy bonus, value
   loss; approximate KL ``E[(r - 1) - log r]`` monitored, epochs stop early above
@@ -100,6 +105,7 @@ class Args:
     epochs: int = 2
     minibatches: int = 4
     lr: float = 5e-5
+    head_lr: float = 1e-3  # learning rate of the halting (Q) and value heads, which DIS never trained
     clip: float = 0.2
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
@@ -110,6 +116,7 @@ class Args:
     beta: float = 0.5  # temperature of the pi objective
     max_weight: float = 20.0
     halt_init_bias: float = -2.0  # halting logit at RL start when the Q head was never trained
+    terminate_on_solve: bool = False  # end an episode when solved (default: only the halt action or n_sup ends it)
     checkpoint_every: float = 1.0  # minutes
 
 
@@ -429,11 +436,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if resumed is None and not TRMConfig.from_dict(cfg.to_dict()).halting:
         with torch.no_grad():  # the Q head was never trained: start from a small halting probability
             model.q_head.bias.fill_(args.halt_init_bias)
-    opt = torch.optim.Adam(policy.parameters(), lr=args.lr, eps=1e-5)
+    heads = list(model.q_head.parameters()) + list(policy.value.parameters())
+    head_ids = {id(p) for p in heads}
+    body = [p for p in policy.parameters() if id(p) not in head_ids]
+    opt = torch.optim.Adam([{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}], eps=1e-5)
     state = {"update": 0, "env_steps": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
     if resumed is not None:
         diff = config_mismatch(resumed["args"], {**vars(args), "resume": False, "minutes": resumed["args"]["minutes"]})
-        diff = [d for d in diff if d.split(":")[0] in ("objective", "reward_mode", "step_cost", "num_envs", "lr", "solve_bonus")]
+        keys = ("objective", "reward_mode", "step_cost", "num_envs", "lr", "head_lr", "solve_bonus", "terminate_on_solve")
+        diff = [d for d in diff if d.split(":")[0] in keys]
         if diff:
             raise ValueError(f"--resume: {ckpt_path} was trained with other settings: " + "; ".join(diff))
         model.load_state_dict(resumed["model"])
@@ -454,6 +465,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reward_mode=args.reward_mode,
         step_cost=args.step_cost,
         solve_bonus=args.solve_bonus,
+        terminate_on_solve=args.terminate_on_solve,
         device=device,
     )
     venv.reset(seed=args.seed * 1000 + ddp.rank)
