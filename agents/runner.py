@@ -29,7 +29,9 @@ def run_episodes(
     verifier (solved = complete and conflict-free); cell accuracy is then NaN.
 
     Returns numpy arrays ``solved``, ``cell_accuracy``, ``steps``, ``forward_passes``,
-    ``dead_steps`` (steps whose reward is not positive while unsolved), ``search_nodes``,
+    ``dead_steps`` (steps that do not raise the score: the reward ``r_t`` with no step
+    cost is not positive, which includes every step taken on an already solved board),
+    ``search_nodes``,
     lists ``cell_accuracy_per_step`` / ``solve_rate_per_step`` (each episode counted
     at its final answer once it has ended) and ``advantage_margin_per_step`` (mean over
     blanks of the episodes acting, for agents that expose readouts), and ``wall_seconds``.
@@ -60,7 +62,7 @@ def run_episodes(
         z["forward_passes"] += torch.where(alive, info["forward_passes"].to(device), 0)
         if "search_nodes" in info:
             z["search_nodes"] += torch.where(alive, info["search_nodes"].to(device), 0)
-        z["dead_steps"] += ((reward <= 0) & ~env_info["solved"] & alive).float()
+        z["dead_steps"] += ((reward <= 0) & alive).float()
         z["steps"] += alive.float()
         z["cell_accuracy"] = torch.where(alive, env_info["cell_accuracy"], z["cell_accuracy"])
         solved = torch.where(alive, env_info["solved"], solved)

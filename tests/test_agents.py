@@ -41,6 +41,30 @@ def test_propagation_solves_exactly_the_rating_zero_puzzles(mixed):
     assert res["forward_passes"].sum() == 0
 
 
+class _SolveThenRepeat:
+    """Writes the solution on its first step and never halts: every later step is dead compute."""
+
+    name = "solve_then_repeat"
+
+    def __init__(self, solutions: np.ndarray) -> None:
+        self.solutions = torch.as_tensor(solutions, dtype=torch.long)
+
+    def reset(self, obs):
+        return None
+
+    def act(self, obs, state):
+        n = obs["puzzle"].shape[0]
+        action = torch.cat([self.solutions[:n], torch.zeros(n, 1, dtype=torch.long)], dim=1)
+        return action, state, {"forward_passes": torch.ones(n)}
+
+
+def test_steps_on_a_solved_board_count_as_dead_compute(mixed):
+    res = summarize(run_episodes(_SolveThenRepeat(mixed[1]), *mixed, max_steps=5))
+    assert res["solve_rate"] == 1.0 and res["mean_steps"] == 5 and res["forward_passes_per_puzzle"] == 5
+    assert res["dead_compute_share"] == pytest.approx(4 / 5)
+    assert res["solve_rate_per_step"] == [1.0] * 5
+
+
 def test_trm_agent_counts_forward_passes_and_halts_by_its_q_head(mixed):
     cfg = TRMConfig(hidden=16, layers=1, n_sup=4, T=2, n=2)
     model = TRM(cfg)

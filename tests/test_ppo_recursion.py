@@ -30,7 +30,10 @@ def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tin
         assert key in m
     assert m["updates"] == 2 and m["train_forward_passes"] > 0
     assert m["before"]["fixed"]["forward_passes_per_puzzle"] == 18.0
-    assert "| after RL, Q-head halting |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| after RL, greedy, Q-head halting |" in out and "| after RL, sampled policy |" in out
+    sampled = m["after"]["sampled"]  # the stochastic policy: passes counted by the model, 3 per step here
+    assert 1 <= sampled["mean_steps"] <= 6 and sampled["forward_passes_per_puzzle"] == pytest.approx(3 * sampled["mean_steps"])
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["objective"] == objective
     # the RL checkpoint is a policy the benchmark's TRM agent can load

@@ -350,7 +350,7 @@ def update(
         kl = float(ddp.sum(kl_sum) / count)
         stats["approx_kl"], stats["epochs"] = kl, stats["epochs"] + 1
         if not math.isfinite(kl) or kl > args.abort_kl:
-            raise Diverged(f"approximate KL {kl:.3g} exceeds --abort-kl {args.abort_kl}")
+            raise Diverged(f"approximate KL {kl:.3g} exceeds --abort-kl {args.abort_kl}; a lower --lr keeps updates smaller")
         if kl > args.target_kl:
             break
     return stats
@@ -403,8 +403,40 @@ def held_out(args: Args) -> tuple[np.ndarray, np.ndarray | None, PuzzlePool]:
 
 
 def measure(model: TRM, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, halting: bool) -> dict[str, Any]:
+    """Greedy decoding (argmax cells; with ``halting``, halt when ``q > 0``) on held-out puzzles."""
     model.reset_counter()
     return summarize(run_episodes(TRMAgent(model, halting=halting), puzzles, solutions, device=device, max_steps=model.cfg.n_sup))
+
+
+def measure_sampled(
+    policy: RecursionPolicy, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, seed: int = 0
+) -> dict[str, Any]:
+    """The stochastic policy itself (sampled cells and halts, as in training) on held-out puzzles.
+
+    Scored like training episodes (solution, or the verifier when ``solutions`` is None);
+    forward passes are counted by the model. Sampling uses its own seeded RNG, so the
+    training RNG stream is untouched.
+    """
+    pool = PuzzlePool(puzzles, solutions, "held-out")
+    venv = LatentReasoningSudokuVectorEnv(
+        num_envs=len(puzzles),
+        pool=pool,
+        order="sequential",
+        max_steps=policy.trm.cfg.n_sup,
+        reward_mode="solution" if solutions is not None else "verifier",
+        terminate_on_solve=False,
+        device=device,
+    )
+    venv.reset(seed=seed)
+    policy.trm.reset_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        buf = rollout(policy, venv)
+    return {
+        "solve_rate": float(buf["solved"].float().mean()),
+        "forward_passes_per_puzzle": policy.trm.net.sample_calls / len(puzzles),
+        "mean_steps": float(buf["steps"].mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -474,7 +506,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         venv._gen.set_state(resumed["env_generator"])
         mb_gen.set_state(resumed["minibatch_generator"])
     lead = ddp.rank == 0
-    before = {"halting": measure(model, eval_p, eval_s, device, True), "fixed": measure(model, eval_p, eval_s, device, False)}
+    before = {
+        "halting": measure(model, eval_p, eval_s, device, True),
+        "fixed": measure(model, eval_p, eval_s, device, False),
+        "sampled": measure_sampled(policy, eval_p, eval_s, device, args.seed),
+    }
     if resumed is not None:
         before = resumed["before"]
     writer = None
@@ -552,7 +588,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     local_sum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     metrics: dict[str, Any] = {}
     if lead:
-        after = {"halting": measure(model, eval_p, eval_s, device, True), "fixed": measure(model, eval_p, eval_s, device, False)}
+        after = {
+            "halting": measure(model, eval_p, eval_s, device, True),
+            "fixed": measure(model, eval_p, eval_s, device, False),
+            "sampled": measure_sampled(policy, eval_p, eval_s, device, args.seed),
+        }
         metrics = {
             **{
                 k: after["halting"][k] for k in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share")
@@ -587,11 +627,17 @@ def table(before: dict, after: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for when, res in (("before RL", before), ("after RL", after)):
-        for mode, label in (("fixed", "all steps"), ("halting", "Q-head halting")):
+        for mode, label in (("fixed", "greedy, all steps"), ("halting", "greedy, Q-head halting")):
             m = res[mode]
             lines.append(
                 f"| {when}, {label} | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
                 f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
+            )
+        if "sampled" in res:
+            m = res["sampled"]
+            lines.append(
+                f"| {when}, sampled policy | {m['solve_rate']:.1%} | - | "
+                f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | - |"
             )
     return "\n".join(lines)
 
