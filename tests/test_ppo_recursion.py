@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -40,7 +41,14 @@ def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tin
     from agents.trm_agent import TRMAgent
 
     agent = TRMAgent.from_checkpoint(str(tmp_path / "checkpoint.pt"), kind="ppo_recursion", halting=True)
-    assert agent.cfg.n_sup == 6
+    assert agent.cfg.n_sup == 6 and agent.cfg.halt_confidence  # the DIS init gained the halting feature
+
+
+def test_pooled_halt_keeps_the_initial_model_shape(tmp_path, tiny_dis_checkpoint):
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--pooled-halt", "--updates", "1"))
+    assert m["updates"] == 1
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert not ck["config"]["halt_confidence"] and "q_confidence" not in ck["model"]
 
 
 def test_resume_continues_from_the_saved_update(tmp_path, tiny_dis_checkpoint):
@@ -155,6 +163,12 @@ def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_bat
     assert moved
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
     cmd = [
         sys.executable,
@@ -163,7 +177,7 @@ def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(_free_port()),
         "train/ppo_recursion.py",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

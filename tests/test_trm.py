@@ -70,6 +70,25 @@ def test_state_is_detached_between_supervision_steps():
     assert out.logits.grad_fn is not None and out.logits_ref.grad_fn is None
 
 
+def test_halt_confidence_adds_the_least_sure_cells_best_digit_to_the_halting_logit():
+    torch.manual_seed(0)
+    plain = TRM(TRMConfig(**TINY))
+    conf = TRM(TRMConfig(**TINY, halt_confidence=True))
+    missing, unexpected = conf.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["q_confidence"] and not unexpected
+    with torch.no_grad():
+        conf.q_confidence.fill_(0.5)
+    tokens = torch.randint(0, 10, (3, 81))
+    y, z = plain.initial_state(3)
+    a, b = plain.step(tokens, y, z), conf.step(tokens, y, z)
+    best_digit = torch.log_softmax(a.logits, -1)[..., 1:].max(-1).values  # (3, 81)
+    c = best_digit.min(-1).values.clamp(min=-20)
+    assert torch.allclose(b.logits, a.logits) and (c < 0).all()
+    assert torch.allclose(b.q, a.q + 0.5 * c, atol=1e-5)
+    b.q.sum().backward()  # the statistic is read-only: the halting loss does not move the readout
+    assert conf.head.weight.grad is None and conf.q_confidence.grad is not None
+
+
 def test_guidance_endpoints_and_margin_is_minus_the_w_derivative_of_the_loss():
     g = torch.Generator().manual_seed(0)
     lu, lc = torch.randn(5, 81, 10, generator=g), torch.randn(5, 81, 10, generator=g)

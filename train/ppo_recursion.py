@@ -20,7 +20,10 @@ after ``n_sup`` steps (``--terminate-on-solve`` ends it on a solved board instea
 solve bonus is a potential difference (paid when the board becomes solved, taken back
 if it breaks), so every step past a solved board earns ``-step_cost``: halting there is
 what the step cost teaches. The halt and value heads, which DIS never trained, learn at
-``--head-lr``; the rest of the network at ``--lr``. Objectives (``--objective``):
+``--head-lr``; the rest of the network at ``--lr``. Unless ``--pooled-halt``, the halt
+logit also reads ``c``, the best digit's log-probability in the least sure cell
+(``TRMConfig.halt_confidence``): a pooled latent alone did not learn to tell a solved
+board from an almost solved one within a CPU budget. Objectives (``--objective``):
 
 * ``ppo``: clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)``, entropy bonus, value
   loss; approximate KL ``E[(r - 1) - log r]`` monitored, epochs stop early above
@@ -105,7 +108,7 @@ class Args:
     epochs: int = 2
     minibatches: int = 4
     lr: float = 5e-5
-    head_lr: float = 1e-3  # learning rate of the halting (Q) and value heads, which DIS never trained
+    head_lr: float = 1e-2  # learning rate of the halting (Q) and value heads, which DIS never trained
     clip: float = 0.2
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
@@ -117,6 +120,7 @@ class Args:
     max_weight: float = 20.0
     halt_init_bias: float = -2.0  # halting logit at RL start when the Q head was never trained
     terminate_on_solve: bool = False  # end an episode when solved (default: only the halt action or n_sup ends it)
+    pooled_halt: bool = False  # halting head reads only mean_L y (TRM's), without the confidence feature
     checkpoint_every: float = 1.0  # minutes
 
 
@@ -369,8 +373,13 @@ def load_init(args: Args, device: str) -> tuple[TRM, str]:
         cfg = TRMConfig.from_dict(ck["config"])
         if args.hidden and args.hidden != cfg.hidden:
             raise ValueError(f"--init-from: {path} has hidden={cfg.hidden}, but --hidden {args.hidden} was asked for")
+        adds_feature = not cfg.halt_confidence and not args.pooled_halt
+        if adds_feature:
+            cfg = TRMConfig.from_dict({**cfg.to_dict(), "halt_confidence": True})
         model = TRM(cfg)
-        model.load_state_dict(ck["ema"]["model"] if ck.get("ema") else ck["model"])
+        missing, unexpected = model.load_state_dict(ck["ema"]["model"] if ck.get("ema") else ck["model"], strict=False)
+        if unexpected or set(missing) - ({"q_confidence"} if adds_feature else set()):
+            raise ValueError(f"--init-from: {path} does not fit the model: missing {missing}, unexpected {unexpected}")
         return model.to(device), f"{ck['kind']} checkpoint {path}"
     from train.supervised import train as train_supervised
 
@@ -465,10 +474,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = model.cfg
     out.mkdir(parents=True, exist_ok=True)
     policy = RecursionPolicy(model).to(device)
-    if resumed is None and not TRMConfig.from_dict(cfg.to_dict()).halting:
+    if resumed is None and not cfg.halting and not source.startswith(f"{KIND} checkpoint"):
         with torch.no_grad():  # the Q head was never trained: start from a small halting probability
             model.q_head.bias.fill_(args.halt_init_bias)
     heads = list(model.q_head.parameters()) + list(policy.value.parameters())
+    heads += [model.q_confidence] if model.q_confidence is not None else []
     head_ids = {id(p) for p in heads}
     body = [p for p in policy.parameters() if id(p) not in head_ids]
     opt = torch.optim.Adam([{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}], eps=1e-5)

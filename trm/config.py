@@ -35,6 +35,7 @@ class TRMConfig:
     # supervision
     scheme: str = "trm"  # "trm" (deep supervision on the solution, halting head), "dis", or "onepass"
     halting: bool = True  # train the Q head; in training a sample stops when it says halt
+    halt_confidence: bool = False  # the halting logit also reads the least confident cell (see TRM.step)
     step_embedding: bool = False  # add an embedding of the step index s to x (DIS)
     dis_path: str = "linear"  # "linear" (growing random reveal) or "rules" (propagation rounds)
     step_weights: str = "uniform"  # "uniform" (released code) or "increasing" (paper text: w_s ∝ s)
@@ -102,4 +103,5 @@ class TRMConfig:
     def shape_fields(self) -> dict[str, Any]:
         """The fields that fix the parameter shapes (a checkpoint must match them)."""
         keys = ("hidden", "layers", "expansion", "mixer", "heads", "seq_len", "vocab", "step_embedding", "n_sup", "halting")
+        keys += ("halt_confidence",)
         return {k: getattr(self, k) for k in keys}

@@ -9,7 +9,9 @@ current answer, ``z`` the latent scratchpad; all three are ``(B, L, D)``.
   ``torch.no_grad()``, then one with gradients, so gradients reach the parameters
   only through the last latent recursion;
 * readouts: reference logits ``l_u = head(y)`` before the step and conditional logits
-  ``l_c = head(y)`` after it, ``(B, L, 10)``; halting logit ``q = q_head(mean_L y)``.
+  ``l_c = head(y)`` after it, ``(B, L, 10)``; halting logit ``q = q_head(mean_L y)`` (with
+  ``halt_confidence``, plus ``u * c``, ``c`` the best digit's log-probability in the least
+  sure cell).
 
 The network ``f`` is post-norm: ``h <- RMSNorm(h + mix(h))``, ``h <- RMSNorm(h + SwiGLU(h))``
 per layer, where ``mix`` is an MLP over the positions (TRM-MLP) or rotary self-attention
@@ -147,6 +149,8 @@ class TRM(nn.Module):
         with torch.no_grad():  # start by not halting, as TRM does
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
+        # optional halting feature: weight u of the least confident cell's best digit (see step)
+        self.q_confidence = nn.Parameter(torch.ones(1)) if cfg.halt_confidence else None
 
     # ------------------------------------------------------------------ pieces
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,6 +205,12 @@ class TRM(nn.Module):
         y, z = self.deep_recursion(x, y, z)
         logits = self.head(y)
         q = self.q_head(y.mean(1)).squeeze(-1)
+        if self.q_confidence is not None:
+            # q += u * c,  c = min_i max_{a in 1..9} log softmax(l_c)_i[a]  (B,), clamped to [-20, 0]:
+            # the log-probability of the best digit in the least sure cell, a read-only statistic
+            # (detached), near 0 only when every cell holds a confident digit
+            c = torch.log_softmax(logits.detach().float(), -1)[..., 1:].amax(-1).amin(-1).clamp(min=-20.0)
+            q = q + self.q_confidence * c.to(q.dtype)
         return StepOutput(y.detach(), z.detach(), logits_ref, logits, q)
 
     def reset_counter(self) -> None:
