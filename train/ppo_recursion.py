@@ -22,8 +22,8 @@ if it breaks), so every step past a solved board earns ``-step_cost``: halting t
 what the step cost teaches. The halt and value heads, which DIS never trained, learn at
 ``--head-lr``; the rest of the network at ``--lr``. Unless ``--pooled-halt``, the halt
 logit also reads ``c``, the best digit's log-probability in the least sure cell
-(``TRMConfig.halt_confidence``): a pooled latent alone did not learn to tell a solved
-board from an almost solved one within a CPU budget. Objectives (``--objective``):
+(``TRMConfig.halt_confidence``): with a pooled latent alone the halt head learned only
+"never halt" within a CPU budget (a solved and an almost solved board look alike to it). Objectives (``--objective``):
 
 * ``ppo``: clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)``, entropy bonus, value
   loss; approximate KL ``E[(r - 1) - log r]`` monitored, epochs stop early above
@@ -118,9 +118,10 @@ class Args:
     abort_kl: float = 2.0
     beta: float = 0.5  # temperature of the pi objective
     max_weight: float = 20.0
-    halt_init_bias: float = -2.0  # halting logit at RL start when the Q head was never trained
+    halt_init_bias: float = 0.0  # halting logit bias b at RL start when the Q head was never trained
+    halt_init_weight: float = 10.0  # weight u of the confidence feature at RL start (when it is new)
     terminate_on_solve: bool = False  # end an episode when solved (default: only the halt action or n_sup ends it)
-    pooled_halt: bool = False  # halting head reads only mean_L y (TRM's), without the confidence feature
+    pooled_halt: bool = False  # halting head reads only mean_L y (TRM's); start it with --halt-init-bias -2
     checkpoint_every: float = 1.0  # minutes
 
 
@@ -475,10 +476,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     policy = RecursionPolicy(model).to(device)
     if resumed is None and not cfg.halting and not source.startswith(f"{KIND} checkpoint"):
-        with torch.no_grad():  # the Q head was never trained: start from a small halting probability
+        # the Q head was never trained: q = b + u c (+ w . mean_L y, w = 0 after DIS) starts with
+        # halting probability sigmoid(b) on boards whose every cell holds a confident digit
+        # (c ~ 0) and about none elsewhere (c << 0); RL then moves b, u and w
+        with torch.no_grad():
             model.q_head.bias.fill_(args.halt_init_bias)
-    heads = list(model.q_head.parameters()) + list(policy.value.parameters())
-    heads += [model.q_confidence] if model.q_confidence is not None else []
+            if model.q_confidence is not None:
+                model.q_confidence.fill_(args.halt_init_weight)
+    # the scalar halting parameters and the value head learn at --head-lr; the pooled halting
+    # weights w at --lr with the body when the confidence feature is on
+    heads = [model.q_head.bias, *policy.value.parameters()]
+    heads += [model.q_confidence] if model.q_confidence is not None else [model.q_head.weight]
     head_ids = {id(p) for p in heads}
     body = [p for p in policy.parameters() if id(p) not in head_ids]
     opt = torch.optim.Adam([{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}], eps=1e-5)
