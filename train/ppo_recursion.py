@@ -15,7 +15,12 @@ value head ``V = v(mean_L y')`` reads the new answer state::
     log pi(a | s) = sum_{blank cells i} log softmax(l_c)_i[a_i] + log Bern(halt; sigmoid(q))
 
 Advantages are GAE over recursion steps (``gamma``, ``lambda``), each rollout being one
-episode per environment. As at inference, an episode ends only when the policy halts or
+episode per environment. The default ``lambda = 1`` (returns minus ``V``) is unbiased:
+the value head reads a pooled latent that cannot tell a solved board from an almost
+solved one, and with ``lambda = 0.95`` its bias on later steps (about +0.45 where the
+true value is -0.04) outweighed the step costs a halt saves, so halting was unlearned.
+
+As at inference, an episode ends only when the policy halts or
 after ``n_sup`` steps (``--terminate-on-solve`` ends it on a solved board instead). The
 solve bonus is a potential difference (paid when the board becomes solved, taken back
 if it breaks), so every step past a solved board earns ``-step_cost``: halting there is
@@ -23,7 +28,9 @@ what the step cost teaches. The halt and value heads, which DIS never trained, l
 ``--head-lr``; the rest of the network at ``--lr``. Unless ``--pooled-halt``, the halt
 logit also reads ``c``, the best digit's log-probability in the least sure cell
 (``TRMConfig.halt_confidence``): with a pooled latent alone the halt head learned only
-"never halt" within a CPU budget (a solved and an almost solved board look alike to it). Objectives (``--objective``):
+"never halt" within a CPU budget (a solved and an almost solved board look alike to it).
+
+Objectives (``--objective``):
 
 * ``ppo``: clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)``, entropy bonus, value
   loss; approximate KL ``E[(r - 1) - log r]`` monitored, epochs stop early above
@@ -113,7 +120,7 @@ class Args:
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
     gamma: float = 1.0
-    gae_lambda: float = 0.95
+    gae_lambda: float = 1.0  # 1: Monte Carlo returns minus V (see the module docstring)
     target_kl: float = 0.05
     abort_kl: float = 2.0
     beta: float = 0.5  # temperature of the pi objective
