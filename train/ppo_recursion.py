@@ -388,6 +388,14 @@ def load_init(args: Args, device: str) -> tuple[TRM, str]:
         missing, unexpected = model.load_state_dict(ck["ema"]["model"] if ck.get("ema") else ck["model"], strict=False)
         if unexpected or set(missing) - ({"q_confidence"} if adds_feature else set()):
             raise ValueError(f"--init-from: {path} does not fit the model: missing {missing}, unexpected {unexpected}")
+        if ck["kind"] != KIND and not cfg.halting:
+            # the Q head was never trained: q = b + u c (+ w . mean_L y, w = 0 after DIS) starts with
+            # halting probability sigmoid(b) on boards whose every cell holds a confident digit
+            # (c ~ 0) and about none elsewhere (c << 0); RL then moves b, u and w
+            with torch.no_grad():
+                model.q_head.bias.fill_(args.halt_init_bias)
+                if model.q_confidence is not None:
+                    model.q_confidence.fill_(args.halt_init_weight)
         return model.to(device), f"{ck['kind']} checkpoint {path}"
     from train.supervised import train as train_supervised
 
@@ -456,6 +464,17 @@ def measure_sampled(
     }
 
 
+def evaluate_policy(
+    policy: RecursionPolicy, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, seed: int
+) -> dict[str, dict[str, Any]]:
+    """The before/after measurements: greedy with all steps, greedy with Q-head halting, sampled."""
+    return {
+        "halting": measure(policy.trm, puzzles, solutions, device, True),
+        "fixed": measure(policy.trm, puzzles, solutions, device, False),
+        "sampled": measure_sampled(policy, puzzles, solutions, device, seed),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     ddp = init_distributed(args.device)
@@ -482,14 +501,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = model.cfg
     out.mkdir(parents=True, exist_ok=True)
     policy = RecursionPolicy(model).to(device)
-    if resumed is None and not cfg.halting and not source.startswith(f"{KIND} checkpoint"):
-        # the Q head was never trained: q = b + u c (+ w . mean_L y, w = 0 after DIS) starts with
-        # halting probability sigmoid(b) on boards whose every cell holds a confident digit
-        # (c ~ 0) and about none elsewhere (c << 0); RL then moves b, u and w
-        with torch.no_grad():
-            model.q_head.bias.fill_(args.halt_init_bias)
-            if model.q_confidence is not None:
-                model.q_confidence.fill_(args.halt_init_weight)
     # the scalar halting parameters and the value head learn at --head-lr; the pooled halting
     # weights w at --lr with the body when the confidence feature is on
     heads = [model.q_head.bias, *policy.value.parameters()]
@@ -531,13 +542,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         venv._gen.set_state(resumed["env_generator"])
         mb_gen.set_state(resumed["minibatch_generator"])
     lead = ddp.rank == 0
-    before = {
-        "halting": measure(model, eval_p, eval_s, device, True),
-        "fixed": measure(model, eval_p, eval_s, device, False),
-        "sampled": measure_sampled(policy, eval_p, eval_s, device, args.seed),
-    }
-    if resumed is not None:
-        before = resumed["before"]
+    before = resumed["before"] if resumed is not None else evaluate_policy(policy, eval_p, eval_s, device, args.seed)
     writer = None
     if lead:
         from torch.utils.tensorboard import SummaryWriter
@@ -613,11 +618,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     local_sum = float(sum(p.detach().double().sum() for p in policy.parameters()))
     metrics: dict[str, Any] = {}
     if lead:
-        after = {
-            "halting": measure(model, eval_p, eval_s, device, True),
-            "fixed": measure(model, eval_p, eval_s, device, False),
-            "sampled": measure_sampled(policy, eval_p, eval_s, device, args.seed),
-        }
+        after = evaluate_policy(policy, eval_p, eval_s, device, args.seed)
         metrics = {
             **{
                 k: after["halting"][k] for k in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share")

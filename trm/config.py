@@ -102,6 +102,6 @@ class TRMConfig:
 
     def shape_fields(self) -> dict[str, Any]:
         """The fields that fix the parameter shapes (a checkpoint must match them)."""
-        keys = ("hidden", "layers", "expansion", "mixer", "heads", "seq_len", "vocab", "step_embedding", "n_sup", "halting")
-        keys += ("halt_confidence",)
+        keys = ("hidden", "layers", "expansion", "mixer", "heads", "seq_len", "vocab", "step_embedding", "n_sup")
+        keys += ("halting", "halt_confidence")
         return {k: getattr(self, k) for k in keys}
