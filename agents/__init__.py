@@ -3,8 +3,9 @@
 ``make_agent(name, checkpoint=None, device="cpu")`` builds one by name:
 
 * ``random``, ``propagation``, ``solver``: no checkpoint;
-* ``onepass``, ``trm``, ``dis``: a checkpoint of ``train/onepass.py``, ``trm.py``, ``dis.py``
-  (default ``runs/<name>/checkpoint.pt``);
+* ``onepass``, ``trm``, ``dis``: a checkpoint of ``train/train_onepass.py``, ``train_trm.py``,
+  ``train_dis.py`` (default ``runs/<name>/checkpoint.pt``);
+* ``trm+halt``: the TRM checkpoint's model halting by its Q head (TRM's own halting);
 * ``ppo_recursion``: the RL-trained recursive policy of ``train/ppo_recursion.py``, halting
   by its Q head (default ``runs/ppo_recursion/checkpoint.pt``);
 * ``sb3_ppo``: a stable-baselines3 model of ``train/sb3_ppo.py`` (default ``runs/sb3_ppo/model.zip``).
@@ -22,21 +23,29 @@ RULE_BASED = {"random": RandomAgent, "propagation": PropagationAgent, "solver": 
 DEFAULT_CHECKPOINTS = {
     "onepass": "runs/onepass/checkpoint.pt",
     "trm": "runs/trm/checkpoint.pt",
+    "trm+halt": "runs/trm/checkpoint.pt",
     "dis": "runs/dis/checkpoint.pt",
     "sb3_ppo": "runs/sb3_ppo/model.zip",
     "ppo_recursion": "runs/ppo_recursion/checkpoint.pt",
 }
+CHECKPOINT_OF = {"trm+halt": "trm"}  # agents that read another agent's checkpoint
+HALTING = ("trm+halt", "ppo_recursion")  # agents that halt by their Q head
 NAMES = tuple(RULE_BASED) + tuple(DEFAULT_CHECKPOINTS)
+
+
+def checkpoint_path(name: str, checkpoints: dict[str, str] | None = None) -> str:
+    """Where agent ``name`` reads its checkpoint: given, given for the agent it shares one with, or the default."""
+    checkpoints = checkpoints or {}
+    return checkpoints.get(name) or checkpoints.get(CHECKPOINT_OF.get(name, name)) or DEFAULT_CHECKPOINTS[name]
 
 
 def available(checkpoints: dict[str, str] | None = None) -> list[str]:
     """Names that can be built now: rule-based ones, and those whose checkpoint exists."""
-    paths = {**DEFAULT_CHECKPOINTS, **(checkpoints or {})}
-    return list(RULE_BASED) + [n for n, p in paths.items() if Path(p).is_file()]
+    return list(RULE_BASED) + [n for n in DEFAULT_CHECKPOINTS if Path(checkpoint_path(n, checkpoints)).is_file()]
 
 
 def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **kw: Any) -> Agent:
-    """Build agent ``name``; unknown names and missing checkpoints raise before any work."""
+    """Build agent ``name``; unknown names and missing or unfit checkpoints raise before any work."""
     if name in RULE_BASED:
         return RULE_BASED[name](**kw)
     if name not in DEFAULT_CHECKPOINTS:
@@ -50,6 +59,8 @@ def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **
         return SB3Agent.from_file(path, device=device, name=name)
     from agents.trm_agent import TRMAgent
 
-    if name == "ppo_recursion":
-        kw.setdefault("halting", True)
-    return TRMAgent.from_checkpoint(path, device=device, kind=name, **kw)
+    kw.setdefault("halting", name in HALTING)
+    agent = TRMAgent.from_checkpoint(path, device=device, kind=CHECKPOINT_OF.get(name, name), name=name, **kw)
+    if name == "trm+halt" and not agent.cfg.halting:
+        raise ValueError(f"agent 'trm+halt': {path} was trained without a halting head (--halting false); leave the agent out")
+    return agent

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import make_action
+from agents.base import AgentBase, make_action
 from envs import search, sudoku
 
 
@@ -15,7 +15,7 @@ def _zeros(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.zeros(obs["answer"].shape[0], device=obs["answer"].device)
 
 
-class RandomAgent:
+class RandomAgent(AgentBase):
     """Proposes a uniformly random digit 1-9 for every cell at every step and never halts."""
 
     name = "random"
@@ -32,7 +32,7 @@ class RandomAgent:
         return make_action(guess, torch.zeros(n)), state, {"forward_passes": _zeros(obs)}
 
 
-class PropagationAgent:
+class PropagationAgent(AgentBase):
     """One round of naked and hidden singles per step; halts when a round adds nothing.
 
     Rule-based iterative refinement on the same "each step improves the answer"
@@ -52,7 +52,7 @@ class PropagationAgent:
         return action, None, {"forward_passes": _zeros(obs)}
 
 
-class SolverAgent:
+class SolverAgent(AgentBase):
     """The oracle upper bound: backtracking search solves each puzzle in one step, then halts.
 
     Its compute is reported as search nodes (the root plus one node per guess).

@@ -34,7 +34,7 @@ def run_episodes(
     ``search_nodes``,
     lists ``cell_accuracy_per_step`` / ``solve_rate_per_step`` (each episode counted
     at its final answer once it has ended) and ``advantage_margin_per_step`` (mean over
-    blanks of the episodes acting, for agents that expose readouts), and ``wall_seconds``.
+    blanks of the episodes acting, for agents with a guided readout), and ``wall_seconds``.
     """
     n = len(puzzles)
     labelled = solutions is not None
@@ -66,9 +66,9 @@ def run_episodes(
         z["steps"] += alive.float()
         z["cell_accuracy"] = torch.where(alive, env_info["cell_accuracy"], z["cell_accuracy"])
         solved = torch.where(alive, env_info["solved"], solved)
-        if "logits" in info and labelled:
+        if agent.guidance is not None and labelled:
             rows = info["rows"]
-            margin = advantage_margin(info["logits_ref"], info["logits"], sol[rows], getattr(agent, "w", 1.0))
+            margin = advantage_margin(info["logits_ref"], info["logits"], sol[rows], agent.guidance)
             bl = blank[rows]
             curves["advantage_margin_per_step"].append(float((margin * bl).sum() / bl.sum().clamp(min=1)))
         curves["cell_accuracy_per_step"].append(float(z["cell_accuracy"].mean()))

@@ -8,21 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import make_action
+from agents.base import AgentBase, make_action
 
 
-class SB3Agent:
+class SB3Agent(AgentBase):
     """Wraps a trained SB3 policy (e.g. ``PPO`` with ``MultiInputPolicy``).
 
     The vector env's tensor observations are handed to ``model.predict`` as numpy
     (deterministic actions). Forward passes are the rows that pass through the
-    policy's action head, counted by a forward hook as they happen.
+    policy's action head, counted by a forward hook as they happen. The policy was
+    trained with a step observation ``Discrete(max_steps + 1)``: it halts every episode
+    at its ``max_steps`` and never sees a step index it was not trained on.
     """
 
     def __init__(self, model: Any, name: str = "sb3_ppo") -> None:
         self.model = model
         self.name = name
         self.calls = 0  # rows that went through the policy's action head, counted by a hook
+        self.max_steps = int(model.observation_space["step"].n) - 1
         model.policy.action_net.register_forward_hook(self._count)
 
     def _count(self, module: Any, args: tuple, output: Any) -> None:
@@ -51,6 +54,6 @@ class SB3Agent:
         acts, _ = self.model.predict(np_obs, deterministic=True)
         calls = (self.calls - before) / state.shape[0]
         acts = torch.as_tensor(np.asarray(acts), dtype=torch.long, device=dev).reshape(-1, 82)
-        halt = acts[:, 81].bool() & state
+        halt = (acts[:, 81].bool() | (obs["step"] + 1 >= self.max_steps).reshape(-1)) & state
         action = make_action(acts[:, :81], halt | ~state)
         return action, state & ~halt, {"forward_passes": state.float() * calls}

@@ -1,4 +1,4 @@
-"""A TRM, DIS or one-pass model from a checkpoint, acting one supervision step per env step."""
+"""A TRM, DIS, one-pass or RL-trained model from a checkpoint, acting one supervision step per env step."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from agents.base import make_action
-from train.run import load_checkpoint
+from agents.base import AgentBase, make_action
+from trm.checkpoint import load_model
 from trm.config import TRMConfig
 from trm.losses import guided_logits
 from trm.model import TRM
@@ -15,32 +15,31 @@ from trm.model import TRM
 KINDS = ("trm", "dis", "onepass", "ppo_recursion")
 
 
-class TRMAgent:
-    """Greedy decoding of the guided logits ``l_w = l_u + w (l_c - l_u)``.
+class TRMAgent(AgentBase):
+    """Greedy decoding of the guided logits ``l_w = l_u + w (l_c - l_u)``, ``w = guidance``.
 
     Each ``act`` runs one supervision step (a deep recursion) on the episodes still
     going, carrying ``(y, z)`` in the agent state. An episode halts after ``n_sup``
-    steps, or earlier when ``halting`` is on and the Q head says so (``q > 0``).
-    ``info`` carries ``forward_passes`` (from the model's counter), and the
+    steps (``max_steps``), or earlier when ``halting`` is on and the Q head says so
+    (``q > 0``). ``info`` carries ``forward_passes`` (from the model's counter), and the
     readouts ``logits_ref``/``logits`` of the episodes in ``info["rows"]``.
     """
 
     def __init__(self, model: TRM, *, w: float = 1.0, halting: bool = False, name: str | None = None) -> None:
         self.model = model.eval()
         self.cfg: TRMConfig = model.cfg
-        self.w = float(w)
+        self.guidance = float(w)
         self.halting = halting
+        self.max_steps = self.cfg.n_sup
         self.name = name or self.cfg.scheme
 
     @classmethod
     def from_checkpoint(
         cls, path: str, *, device: str | torch.device = "cpu", kind: str | tuple[str, ...] = KINDS, ema: bool = True, **kw: Any
     ) -> TRMAgent:
-        """Load the (EMA, when saved) weights of a ``train/trm.py``, ``dis.py`` or ``onepass.py`` run."""
-        ck = load_checkpoint(path, kind=kind)
-        model = TRM(TRMConfig.from_dict(ck["config"]))
-        weights = ck["ema"]["model"] if ema and ck.get("ema") else ck["model"]
-        model.load_state_dict(weights)
+        """Load the (EMA, when saved) weights of a ``train/train_trm.py``, ``train_dis.py``, ``train_onepass.py``
+        or ``ppo_recursion.py`` run."""
+        model, ck = load_model(path, kind, ema)
         kw.setdefault("name", ck["kind"])
         return cls(model.to(device), **kw)
 
@@ -67,7 +66,7 @@ class TRMAgent:
             y[idx], z[idx] = out.y, out.z
         answer = obs["answer"].clone()
         answer[idx] = torch.where(
-            obs["puzzle"][idx] > 0, obs["puzzle"][idx], guided_logits(out.logits_ref, out.logits, self.w).argmax(-1)
+            obs["puzzle"][idx] > 0, obs["puzzle"][idx], guided_logits(out.logits_ref, out.logits, self.guidance).argmax(-1)
         )
         halt = torch.zeros(n, dtype=torch.bool, device=answer.device)
         stop = (out.q > 0) if self.halting else torch.zeros(idx.numel(), dtype=torch.bool, device=answer.device)

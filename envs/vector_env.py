@@ -161,6 +161,14 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         return score(self.puzzle, self.answer, sol, self.reward_mode)
 
     # ------------------------------------------------------------------ API
+    def get_rng_state(self) -> torch.Tensor:
+        """The state of the device generator that draws puzzles and symmetries (to store in a checkpoint)."""
+        return self._gen.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Restore a state from :meth:`get_rng_state`; the next draws continue exactly from there."""
+        self._gen.set_state(state)
+
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         """Start a new episode in every environment; ``seed`` reseeds the device generator."""
         if isinstance(seed, (list, tuple)):

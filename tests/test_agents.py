@@ -8,6 +8,7 @@ import torch
 
 import agents
 import train.benchmark as benchmark
+from agents.base import AgentBase
 from agents.runner import run_episodes, summarize
 from agents.trm_agent import TRMAgent
 from envs import sudoku
@@ -41,7 +42,7 @@ def test_propagation_solves_exactly_the_rating_zero_puzzles(mixed):
     assert res["forward_passes"].sum() == 0
 
 
-class _SolveThenRepeat:
+class _SolveThenRepeat(AgentBase):
     """Writes the solution on its first step and never halts: every later step is dead compute."""
 
     name = "solve_then_repeat"

@@ -52,11 +52,11 @@ def test_true_solution_solves_in_one_step(real_unique):
 
 def test_sending_back_the_answer_is_a_zero_improvement_step(real_unique):
     puzzles, solutions = real_unique
-    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), step_cost=0.03, max_steps=3)
-    obs, _ = env.reset(seed=1)
+    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), step_cost=0.03, max_steps=3, teacher=True)
+    obs, info = env.reset(seed=1)
     partial = obs["answer"].copy()
     blanks = np.flatnonzero(obs["puzzle"] == 0)
-    sol = env.unwrapped._solution
+    sol = info["solution"]
     partial[blanks[:4]] = sol[blanks[:4]]
     obs, reward, *_ = env.step(act(partial))
     assert reward == pytest.approx(4 / len(blanks) - 0.03)
@@ -74,9 +74,11 @@ def test_sending_back_the_answer_is_a_zero_improvement_step(real_unique):
 
 def test_without_terminate_on_solve_the_bonus_is_shaped_too(real_unique):
     puzzles, solutions = real_unique
-    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), terminate_on_solve=False, solve_bonus=0.5, max_steps=4)
-    obs, _ = env.reset(seed=0)
-    sol = env._solution
+    env = LatentReasoningSudokuEnv(
+        puzzles=(puzzles, solutions), terminate_on_solve=False, solve_bonus=0.5, max_steps=4, teacher=True
+    )
+    obs, info = env.reset(seed=0)
+    sol = info["solution"]
     _, r1, term, _, info = env.step(act(sol))
     assert info["solved"] and not term and r1 == pytest.approx(1.5)
     _, r2, term, _, _ = env.step(act(sol))
@@ -172,12 +174,12 @@ def test_reset_seed_is_deterministic():
 
 def test_render_modes_and_episode_png(tmp_path, real_unique):
     puzzles, solutions = real_unique
-    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), render_mode="rgb_array")
+    env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), render_mode="rgb_array", teacher=True)
     text_env = LatentReasoningSudokuEnv(puzzles=(puzzles, solutions), render_mode="ansi")
-    obs, _ = env.reset(seed=0)
+    obs, info = env.reset(seed=0)
     text_env.reset(seed=0)
     frames = [env.render()]
-    sol = env._solution
+    sol = info["solution"]
     blank = np.flatnonzero(obs["puzzle"] == 0)
     answer = obs["answer"].copy()
     answer[blank[0]] = sol[blank[0]]

@@ -15,6 +15,8 @@ import torch.distributed as dist
 
 import train.ppo_recursion as ppo
 from envs import sudoku
+from train.held_out import split
+from trm.checkpoint import load_checkpoint
 from trm.config import TRMConfig
 from trm.model import TRM
 
@@ -61,16 +63,18 @@ def test_verifier_mode_trains_from_a_source_without_solutions(tmp_path, tiny_dis
     puzzles, _ = sudoku.generate(40, "easy", seed=9)
     f = tmp_path / "unlabelled.txt"
     f.write_text("\n".join(sudoku.format(puzzles)) + "\n")
-    _, _, pool = ppo.held_out(ppo.parse_args(["--puzzles", str(f), "--reward-mode", "verifier", "--eval-size", "8"]))
-    assert pool.solutions is None  # nothing to read: the training reward is the rules alone
+    data = split("easy", str(f), seed=0, pool_size=1, eval_size=8, need_solutions=False)
+    assert data.train.solutions is None and data.eval_solutions is None  # the training reward is the rules alone
     m = ppo.main(rl_args(tmp_path / "run", tiny_dis_checkpoint, "--puzzles", str(f), "--reward-mode", "verifier"))
     assert m["reward_mode"] == "verifier" and 0.0 <= m["solve_rate"] <= 1.0
     assert np.isnan(m["cell_accuracy"])  # held-out accuracy needs labels; solve rate is the verifier's
 
 
-def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint):
-    with pytest.raises(FileNotFoundError, match="--init-from: checkpoint .* does not exist"):
-        ppo.main(rl_args(tmp_path, str(tmp_path / "missing.pt")))
+def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ppo.main(rl_args(tmp_path / "new", str(tmp_path / "missing.pt")))
+    assert stop.value.code == 2 and "--init-from: checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="has hidden=16, but --hidden 32"):
         ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--hidden", "32"))
     junk = tmp_path / "junk.pt"
@@ -93,8 +97,6 @@ def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_d
     monkeypatch.setattr(ppo, "update", diverging)
     with pytest.raises(SystemExit, match="diverged .* last good checkpoint"):
         ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "4", "--checkpoint-every", "0"))
-    from train.run import load_checkpoint
-
     assert load_checkpoint(tmp_path / "checkpoint.pt", kind="ppo_recursion")["state"]["update"] == 1
 
 

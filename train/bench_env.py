@@ -14,8 +14,8 @@ extra (py-sudoku).
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +25,15 @@ from envs import sudoku
 from envs.puzzle_pool import PuzzlePool
 from envs.sudoku_env import LatentReasoningSudokuEnv
 from envs.vector_env import LatentReasoningSudokuVectorEnv
+from train import cli
+
+
+@dataclass
+class Args:
+    device: str = "cpu"  # device of the vector env
+    sizes: str = "1024,16384"  # comma-separated numbers of environments
+    peer_seconds: float = 5.0  # time budget per measurement (seconds)
+    skip: str = ""  # comma-separated parts to skip: solver,generator,vector
 
 
 def rate(fn, items, budget: float) -> tuple[float, int]:
@@ -116,13 +125,8 @@ def bench_vector(sizes: list[int], device: str, seconds: float) -> None:
         print(f"{n:6d} {ours:12.0f} {peer:14.0f} {ours / peer:7.0f}x")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="device of the vector env (default cpu)")
-    ap.add_argument("--sizes", default="1024,16384", help="comma-separated numbers of environments")
-    ap.add_argument("--peer-seconds", type=float, default=5.0, help="time budget per measurement")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: solver,generator,vector")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(Args, argv, description=__doc__)
     skip = set(filter(None, args.skip.split(",")))
     torch.manual_seed(0)
     sudoku.solve(sudoku.generate(1, "easy", seed=0)[0][0])  # compile the kernels before timing

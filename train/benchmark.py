@@ -15,52 +15,90 @@ Writes to ``--out`` (each file to a temporary name, then renamed): ``table.md``,
 ``results.json`` and the plots ``accuracy_per_step.png``, ``accuracy_vs_forward_passes.png``,
 ``advantage_margin.png``, ``accuracy_vs_guidance.png``.
 
-Agents: ``random``, ``propagation``, ``solver`` always; ``onepass``, ``trm``, ``dis``,
-``sb3_ppo`` when their checkpoints exist (``runs/<name>/...``) or are given with
-``--checkpoint name=path``. ``trm+halt`` is the TRM agent halting by its Q head.
+Agents: ``random``, ``propagation``, ``solver`` always; ``onepass``, ``trm``, ``trm+halt``
+(the TRM checkpoint halting by its Q head), ``dis``, ``ppo_recursion``, ``sb3_ppo`` when
+their checkpoints exist (``runs/<name>/...``) or are given with ``--checkpoint name=path``.
+
+Tiers: the generated ones (``--tiers``), plus any number of puzzle files given with
+``--puzzle-file NAME=PATH`` (Sudoku-Extreme's CSV, tdoku's format, or one puzzle per
+line; the first ``--puzzles * --seeds`` puzzles, split into one set per seed).
 
 Example: ``python train/benchmark.py --quick``.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
-
-import argparse
 import csv
 import io
 import os
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import agents  # noqa: E402
-from agents.runner import run_episodes  # noqa: E402
-from envs import sudoku  # noqa: E402
-from train.run import atomic_write_json, atomic_write_text, run_info  # noqa: E402
-from train.stats import bootstrap_ci  # noqa: E402
+import agents
+from agents.runner import run_episodes
+from envs import sudoku
+from train import cli
+from train.held_out import benchmark_set
+from train.run_folder import atomic_write_json, atomic_write_text, check_device, run_info
+from train.stats import bootstrap_ci
 
-TIER_SEED = 2_000_000  # held-out sets: generate(n, tier, seed=TIER_SEED + 1000 * seed + tier index)
 COLUMNS = ["agent", "tier", "solve_rate", "solve_lo", "solve_hi", "cell_accuracy", "cell_lo", "cell_hi"]
 COLUMNS += ["mean_steps", "forward_passes", "search_nodes", "dead_compute_share", "puzzles"]
 
 
-def held_out(tier: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return sudoku.generate(n, tier, seed=TIER_SEED + 1000 * seed + list(sudoku.TIERS).index(tier))
+@dataclass
+class Args:
+    out: str = "runs/benchmark"  # folder of table.md, results.csv, timing.csv, results.json and the plots
+    seed: int = 0  # first evaluation seed; seeds are seed .. seed + seeds - 1
+    seeds: int = 3  # evaluation seeds (one held-out set per tier and seed)
+    puzzles: int = 200  # held-out puzzles per tier and seed
+    tiers: str = ",".join(sudoku.TIERS)  # comma-separated generated tiers ("" for none)
+    puzzle_file: list[str] = field(default_factory=list)  # NAME=PATH: a tier read from a puzzle file
+    agents: str = ""  # comma-separated agent names (default: every available one)
+    checkpoint: list[str] = field(default_factory=list)  # NAME=PATH: the checkpoint of agent NAME
+    device: str = "cpu"  # device of the environments and the networks
+    max_steps: int = 16  # steps per episode at most (raised to an agent's own n_sup when larger)
+    plot_tier: str = ""  # tier of the plots (default: the second tier listed)
+    guidance: str = "0,0.5,1,1.5,2,2.5,3"  # w values of the guidance sweep
+    quick: bool = False  # 32 puzzles per tier and seed, w in {0, 1, 2, 3}
+
+    def validate(self) -> None:
+        if self.quick:
+            self.puzzles, self.guidance = 32, "0,1,2,3"
+        for name in ("seeds", "puzzles", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for t in self.tier_list():
+            if t not in sudoku.TIERS:
+                raise ValueError(f"unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
+        files = pairs(self.puzzle_file, "--puzzle-file")
+        for name, path in files.items():
+            if not Path(path).is_file():
+                raise ValueError(f"--puzzle-file {name}={path}: no such file")
+        if not self.tier_list() and not files:
+            raise ValueError("no tiers: give --tiers or at least one --puzzle-file")
+        try:
+            [float(w) for w in self.guidance.split(",")]
+        except ValueError:
+            raise ValueError(f"--guidance must be comma-separated numbers, got {self.guidance!r}") from None
+        check_device(self.device)
+
+    def tier_list(self) -> list[str]:
+        return [t for t in self.tiers.split(",") if t]
 
 
-def parse_checkpoints(items: list[str]) -> dict[str, str]:
+def pairs(items: list[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` items as a dict; a malformed item raises ``ValueError`` naming the option."""
     out = {}
     for item in items:
-        if "=" not in item:
-            raise ValueError(f"--checkpoint expects name=path, got {item!r}")
-        name, path = item.split("=", 1)
-        out[name] = path
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{option} expects NAME=PATH, got {item!r}")
+        out[name] = value
     return out
 
 
@@ -73,11 +111,22 @@ def build_agents(names: list[str] | None, checkpoints: dict[str, str], device: s
     built: dict[str, Any] = {}
     for name in wanted:
         kw = {"seed": seed} if name == "random" else {}
-        built[name] = agents.make_agent(name, checkpoints.get(name), device=device, **kw)
-        if name == "trm" and built[name].cfg.halting:
-            built["trm+halt"] = agents.make_agent(name, checkpoints.get(name), device=device, halting=True)
-            built["trm+halt"].name = "trm+halt"
+        path = agents.checkpoint_path(name, checkpoints) if name in agents.DEFAULT_CHECKPOINTS else None
+        built[name] = agents.make_agent(name, path, device=device, **kw)
     return built
+
+
+def eval_sets(args: Args, seeds: list[int]) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """Held-out ``(puzzles, solutions)`` per (tier, seed): generated tiers, then puzzle files cut into one set per seed."""
+    sets = {(t, s): benchmark_set(t, s, args.puzzles) for t in args.tier_list() for s in seeds}
+    for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
+        p, sol = sudoku.load(path, solve=True)
+        if len(p) < len(seeds):
+            raise ValueError(f"--puzzle-file {name}={path}: {len(p)} puzzles, fewer than the {len(seeds)} seeds")
+        n = min(args.puzzles, len(p) // len(seeds))
+        for k, s in enumerate(seeds):
+            sets[(name, s)] = (p[k * n : (k + 1) * n], sol[k * n : (k + 1) * n])
+    return sets
 
 
 def fmt(x: float) -> str:
@@ -163,93 +212,84 @@ def plots(out: Path, curves: dict, sweep: dict, rows: list[dict], plot_tier: str
     save(fig, "accuracy_vs_guidance.png")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/benchmark")
-    ap.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed .. seed + seeds - 1")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--puzzles", type=int, default=200, help="held-out puzzles per tier and seed")
-    ap.add_argument("--tiers", default=",".join(sudoku.TIERS))
-    ap.add_argument("--agents", default=None, help="comma-separated agent names (default: every available one)")
-    ap.add_argument("--checkpoint", action="append", default=[], help="name=path, repeatable")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-steps", type=int, default=16)
-    ap.add_argument("--plot-tier", default=None, help="tier of the plots (default: the second tier listed)")
-    ap.add_argument("--guidance", default="0,0.5,1,1.5,2,2.5,3", help="w values of the guidance sweep")
-    ap.add_argument("--quick", action="store_true", help="32 puzzles per tier and seed, w in {0, 1, 2, 3}")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.puzzles, args.guidance = 32, "0,1,2,3"
-    tiers = args.tiers.split(",")
-    for t in tiers:
-        if t not in sudoku.TIERS:
-            raise SystemExit(f"error: unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
-    try:
-        built = build_agents(
-            args.agents.split(",") if args.agents else None, parse_checkpoints(args.checkpoint), args.device, args.seed
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    plot_tier = args.plot_tier or tiers[min(1, len(tiers) - 1)]
-    max_steps = max([args.max_steps] + [a.cfg.n_sup for a in built.values() if hasattr(a, "cfg")])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    sets = {(t, s): held_out(t, s, args.puzzles) for t in tiers for s in seeds}
-    rows, timing, curves, sweep = [], [], {}, {}
-    t_all = time.perf_counter()
+def measure_row(name: str, tier: str, per: list[dict]) -> dict[str, Any]:
+    """One table row from the per-seed results of one agent on one tier."""
+    solve = bootstrap_ci([r["solved"] for r in per])
+    cell = bootstrap_ci([r["cell_accuracy"] for r in per])
+    return {
+        "agent": name,
+        "tier": tier,
+        "solve_rate": solve[0],
+        "solve_lo": solve[1],
+        "solve_hi": solve[2],
+        "cell_accuracy": cell[0],
+        "cell_lo": cell[1],
+        "cell_hi": cell[2],
+        "mean_steps": float(np.mean([r["steps"].mean() for r in per])),
+        "forward_passes": float(np.mean([r["forward_passes"].mean() for r in per])),
+        "search_nodes": float(np.mean([r["search_nodes"].mean() for r in per])),
+        "dead_compute_share": float(np.sum([r["dead_steps"].sum() for r in per]) / np.sum([r["steps"].sum() for r in per])),
+        "puzzles": sum(len(r["solved"]) for r in per),
+    }
+
+
+def guidance_sweep(built: dict[str, Any], sets: dict, tier: str, seeds: list[int], args: Args, max_steps: int) -> dict:
+    """Solve rate against the guidance weight ``w`` for the agents with a guided readout (``trm``, ``dis``)."""
+    sweep = {}
+    for name, agent in built.items():
+        if agent.guidance is None or name not in ("trm", "dis"):
+            continue
+        pts = []
+        for w in [float(x) for x in args.guidance.split(",")]:
+            agent.guidance = w
+            runs = [run_episodes(agent, *sets[(tier, s)], device=args.device, max_steps=max_steps) for s in seeds]
+            pts.append((w, float(np.mean([r["solved"].mean() for r in runs]))))
+        agent.guidance = 1.0
+        sweep[name] = pts
+    return sweep
+
+
+def play_all(built: dict[str, Any], sets: dict, tiers: list[str], seeds: list[int], args: Args, max_steps: int) -> tuple:
+    """Every agent on every tier and seed: table rows, timings and the plot tier's per-step curves."""
+    rows, timing, curves = [], [], {}
     warm = sets[(tiers[0], seeds[0])]
     for agent in built.values():  # compile kernels and warm caches outside the timed runs
         run_episodes(agent, warm[0][:2], warm[1][:2], device=args.device, max_steps=max_steps)
     for tier in tiers:
         for name, agent in built.items():
             per = [run_episodes(agent, *sets[(tier, s)], device=args.device, max_steps=max_steps) for s in seeds]
-            solve = bootstrap_ci([r["solved"] for r in per])
-            cell = bootstrap_ci([r["cell_accuracy"] for r in per])
-            steps = float(np.mean([r["steps"].mean() for r in per]))
-            dead = float(np.sum([r["dead_steps"].sum() for r in per]) / np.sum([r["steps"].sum() for r in per]))
-            rows.append(
-                {
-                    "agent": name,
-                    "tier": tier,
-                    "solve_rate": solve[0],
-                    "solve_lo": solve[1],
-                    "solve_hi": solve[2],
-                    "cell_accuracy": cell[0],
-                    "cell_lo": cell[1],
-                    "cell_hi": cell[2],
-                    "mean_steps": steps,
-                    "forward_passes": float(np.mean([r["forward_passes"].mean() for r in per])),
-                    "search_nodes": float(np.mean([r["search_nodes"].mean() for r in per])),
-                    "dead_compute_share": dead,
-                    "puzzles": sum(len(r["solved"]) for r in per),
-                }
-            )
+            rows.append(measure_row(name, tier, per))
             ms = 1000 * sum(r["wall_seconds"] for r in per) / rows[-1]["puzzles"]
             timing.append({"agent": name, "tier": tier, "wall_ms_per_puzzle": f"{ms:.2f}"})
-            if tier == plot_tier:
+            if tier == args.plot_tier:
                 curves[name] = {k: per[0][k] for k in ("cell_accuracy_per_step", "advantage_margin_per_step")}
-            print(
-                f"{tier:8s} {name:12s} solve {solve[0]:6.1%}  cell {cell[0]:.3f}  fp {rows[-1]['forward_passes']:.1f}", flush=True
-            )
-    for name, agent in built.items():
-        if hasattr(agent, "w") and name in ("trm", "dis"):
-            pts = []
-            for w in [float(x) for x in args.guidance.split(",")]:
-                agent.w = w
-                pts.append(
-                    (
-                        w,
-                        float(
-                            np.mean(
-                                [run_episodes(agent, *sets[(plot_tier, s)], max_steps=max_steps)["solved"].mean() for s in seeds]
-                            )
-                        ),
-                    )
-                )
-            agent.w = 1.0
-            sweep[name] = pts
+            r = rows[-1]
+            line = f"solve {r['solve_rate']:6.1%}  cell {r['cell_accuracy']:.3f}  fp {r['forward_passes']:.1f}"
+            print(f"{tier:8s} {name:12s} {line}", flush=True)
+    return rows, timing, curves
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Build every agent and held-out set, play, and write the table, CSVs, JSON and plots."""
+    args = cli.parse(Args, argv, description=__doc__)
+    try:
+        names = args.agents.split(",") if args.agents else None
+        built = build_agents(names, pairs(args.checkpoint, "--checkpoint"), args.device, args.seed)
+        seeds = list(range(args.seed, args.seed + args.seeds))
+        sets = eval_sets(args, seeds)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    tiers = args.tier_list() + list(pairs(args.puzzle_file, "--puzzle-file"))
+    args.plot_tier = args.plot_tier or tiers[min(1, len(tiers) - 1)]
+    max_steps = max([args.max_steps] + [a.max_steps for a in built.values() if a.max_steps is not None])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    rows, timing, curves = play_all(built, sets, tiers, seeds, args, max_steps)
+    sweep = guidance_sweep(built, sets, args.plot_tier, seeds, args, max_steps)
     settings = {"puzzles": args.puzzles, "seeds": seeds, "tiers": tiers, "agents": list(built), "max_steps": max_steps}
+    if args.puzzle_file:
+        settings["puzzle_files"] = pairs(args.puzzle_file, "--puzzle-file")
     payload = {
         "settings": settings,
         "rows": rows,
@@ -258,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         "run": run_info({"benchmark": settings}, args.seed, args.device),
     }
     write_outputs(out, rows, timing, payload)
-    plots(out, curves, sweep, rows, plot_tier)
+    plots(out, curves, sweep, rows, args.plot_tier)
     print(
         f"\n{markdown(rows, timing, settings)}\nwrote {out}/table.md, results.csv, timing.csv, results.json and plots "
         f"in {time.perf_counter() - t_all:.0f} s"

@@ -1,25 +1,33 @@
 """Train TRM deep supervision and DIS on the same puzzles, seed and wall-clock budget; print one table.
 
 Both runs draw the same generated (or file) training pool and the same held-out
-set (same ``--seed``), get the same ``--minutes`` and are measured by the same
-evaluation: exact and cell accuracy on held-out puzzles, inference forward passes per
-puzzle (counted by the model), training forward passes and wall time. Writes
-``OUT/trm``, ``OUT/dis`` (full run folders) and ``OUT/compare.md`` / ``compare.json``.
+set (same ``--seed``, :mod:`train.held_out`), get the same ``--minutes`` and are
+measured by the same evaluation: exact and cell accuracy on held-out puzzles,
+inference forward passes per puzzle (counted by the model), training forward passes
+and wall time. Writes ``OUT/trm``, ``OUT/dis`` (full run folders) and
+``OUT/compare.md`` / ``compare.json``.
 
 Example: ``python train/compare_supervision.py --difficulty medium --minutes 20``.
 """
 
-import sys
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
+from train import cli
+from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text
+from train.supervised import train
 
 
-import argparse
-
-from train.run import atomic_write_json, atomic_write_text  # noqa: E402
-from train.supervised import TrainingDiverged, train  # noqa: E402
+@dataclass
+class Args(RunArgs):
+    out: str = "runs/compare"  # folder of the two run folders (OUT/trm, OUT/dis) and the table
+    minutes: float = 2.0  # wall-clock budget per method
+    eval_size: int = 500  # held-out puzzles
+    trm_args: str = ""  # extra flags for train/train_trm.py, e.g. '--paper'
+    dis_args: str = ""  # extra flags for train/train_dis.py
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -36,36 +44,26 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out", default="runs/compare")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget per method")
-    ap.add_argument("--difficulty", default="easy")
-    ap.add_argument("--puzzles", default=None)
-    ap.add_argument("--eval-size", type=int, default=500)
-    ap.add_argument("--pool-size", type=int, default=4096)
-    ap.add_argument("--trm-args", default="", help="extra flags for train/trm.py, e.g. '--paper'")
-    ap.add_argument("--dis-args", default="", help="extra flags for train/dis.py")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    args = cli.parse(Args, argv, description=__doc__)
     common = ["--seed", str(args.seed), "--device", args.device, "--minutes", str(args.minutes)]
     common += ["--difficulty", args.difficulty, "--eval-size", str(args.eval_size), "--pool-size", str(args.pool_size)]
-    if args.puzzles:
-        common += ["--puzzles", args.puzzles]
+    common += ["--checkpoint-every", str(args.checkpoint_every)] + (["--puzzles", args.puzzles] if args.puzzles else [])
     out = Path(args.out)
     rows = {}
     try:
         for scheme, extra in (("trm", args.trm_args), ("dis", args.dis_args)):
             print(f"training {scheme} for {args.minutes} min ...", flush=True)
-            rows[scheme] = train(scheme, common + ["--out", str(out / scheme)] + extra.split())
-    except (ValueError, FileNotFoundError, TrainingDiverged) as e:
+            resume = ["--resume"] if args.resume and (out / scheme / "checkpoint.pt").is_file() else []
+            rows[scheme] = train(scheme, common + ["--out", str(out / scheme)] + resume + shlex.split(extra))
+    except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
         raise SystemExit(f"error: {e}") from None
     text = table(rows)
     print(text)
     data = args.puzzles or f"generated {args.difficulty}"
     atomic_write_text(out / "compare.md", f"Data: {data}, seed {args.seed}, {args.minutes} min per method.\n\n{text}\n")
     atomic_write_json(out / "compare.json", rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ Usage: ``python train/demo_env.py [--num-envs 256] [--out runs/demo]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +20,19 @@ import torch
 from envs import render, sudoku
 from envs.sudoku_env import LatentReasoningSudokuEnv
 from envs.vector_env import LatentReasoningSudokuVectorEnv
+from train import cli
+
+
+@dataclass
+class Args:
+    num_envs: int = 256  # puzzles per tier, played at once
+    max_steps: int = 16  # steps per episode at most
+    seed: int = 0  # seeds the puzzles
+    out: str = "runs/demo"  # folder for the episode picture
+
+    def validate(self) -> None:
+        if self.num_envs < 1 or self.max_steps < 1:
+            raise ValueError("--num-envs and --max-steps must be at least 1")
 
 
 def singles_policy(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -53,13 +66,8 @@ def run_tier(tier: str, n: int, max_steps: int, seed: int) -> None:
             break
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--num-envs", type=int, default=256)
-    ap.add_argument("--max-steps", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/demo", help="folder for the episode picture")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(Args, argv, description=__doc__)
     t0 = time.perf_counter()
     for tier in sudoku.TIERS:
         run_tier(tier, args.num_envs, args.max_steps, args.seed)

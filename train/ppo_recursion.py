@@ -1,7 +1,8 @@
 """RL over recursion steps: the TRM policy acts in LatentReasoning-Sudoku-v0, one deep recursion per step.
 
 The main job. With no ``--init-from`` it first warms the policy with a short DIS run
-(``train/dis.py``), then trains it with RL in the batched environment, and ends by
+(``train/train_dis.py``, on this run's own training pool and held-out split), then trains
+it with RL in the batched environment, and ends by
 printing solve rate, forward passes per puzzle and dead-compute share before and
 after RL (greedy decoding, halting when the Q head says so).
 
@@ -51,121 +52,136 @@ Example: ``python train/ppo_recursion.py`` (CPU default, a few minutes), or
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
-
-import argparse
 import math
 import os
-import time
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
-from agents.runner import run_episodes, summarize  # noqa: E402
-from agents.trm_agent import TRMAgent  # noqa: E402
-from envs import sudoku  # noqa: E402
-from envs.puzzle_pool import PuzzlePool, make_pool  # noqa: E402
-from envs.vector_env import LatentReasoningSudokuVectorEnv  # noqa: E402
-from train.run import (  # noqa: E402
-    atomic_write_json,
-    config_mismatch,
-    load_checkpoint,
+from agents.runner import run_episodes, summarize
+from agents.trm_agent import TRMAgent
+from envs.puzzle_pool import PuzzlePool
+from envs.vector_env import LatentReasoningSudokuVectorEnv
+from train import cli
+from train.held_out import Split, split
+from train.run_folder import (
+    Budget,
+    Cadence,
+    Diverged,
+    RunArgs,
+    RunFolder,
+    RunFolderBusy,
+    check_finite,
     rng_state,
     run_info,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
 )
-from trm.config import TRMConfig  # noqa: E402
-from trm.model import TRM  # noqa: E402
+from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
+from trm.config import TRMConfig
+from trm.model import TRM
 
 KIND = "ppo_recursion"
 INIT_KINDS = ("dis", "trm", KIND)
+# settings that define the data or the objective: a --resume must keep them
+FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
+FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
 
 
 @dataclass
-class Args:
-    out: str = "runs/ppo_recursion"
-    seed: int = 0
-    device: str = "cpu"
+class Args(RunArgs):
+    out: str = "runs/ppo_recursion"  # run folder: checkpoint.pt, tb/, run.json, metrics.json (and warm_dis/)
     minutes: float = 3.0  # RL wall-clock budget
     updates: int = 0  # stop after this many updates (0: only --minutes)
-    resume: bool = False
-    difficulty: str = "easy"
-    puzzles: str = ""  # puzzle file; with --reward-mode verifier its solutions are never read
-    pool_size: int = 2048
-    eval_size: int = 256
+    puzzles: str = ""  # puzzle file; with --reward-mode verifier its solutions are never read by RL
+    pool_size: int = 2048  # generated training puzzles
+    eval_size: int = 256  # held-out puzzles (the DIS warm start holds out the same ones)
     init_from: str = ""  # a dis / trm / ppo_recursion checkpoint; empty: warm start with DIS
     warm_minutes: float = 3.0  # the DIS warm start's budget
+    warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
-    objective: str = "ppo"  # ppo | pi
-    reward_mode: str = "solution"  # solution | verifier
-    step_cost: float = 0.02
-    solve_bonus: float = 1.0
-    num_envs: int = 128
-    epochs: int = 2
-    minibatches: int = 4
-    lr: float = 5e-5
+    objective: Literal["ppo", "pi"] = "ppo"  # clipped PPO, or advantage-weighted policy improvement
+    reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward: from the solution, or from the rules alone
+    step_cost: float = 0.02  # reward paid per recursion step: the price of compute that halting saves
+    solve_bonus: float = 1.0  # reward for a solved board (as a potential difference)
+    num_envs: int = 128  # episodes per rollout (split over the processes)
+    epochs: int = 2  # passes over each rollout
+    minibatches: int = 4  # minibatches per epoch
+    lr: float = 5e-5  # learning rate of the network
     head_lr: float = 1e-2  # learning rate of the halting (Q) and value heads, which DIS never trained
-    clip: float = 0.2
-    ent_coef: float = 1e-3
-    vf_coef: float = 0.5
-    gamma: float = 1.0
+    adam_eps: float = 1e-5  # Adam's epsilon
+    beta1: float = 0.9  # Adam's first-moment decay
+    beta2: float = 0.999  # Adam's second-moment decay
+    grad_clip: float = 1.0  # gradient-norm clip per minibatch (0: off)
+    clip: float = 0.2  # PPO's ratio clip epsilon
+    ent_coef: float = 1e-3  # entropy bonus
+    vf_coef: float = 0.5  # value-loss weight
+    gamma: float = 1.0  # discount; must be 1: the env's shaping is potential-based only undiscounted
     gae_lambda: float = 1.0  # 1: Monte Carlo returns minus V (see the module docstring)
-    target_kl: float = 0.05
-    abort_kl: float = 2.0
+    target_kl: float = 0.05  # stop an update's epochs once the approximate KL exceeds this
+    abort_kl: float = 2.0  # stop the run (keeping the last checkpoint) above this KL
     beta: float = 0.5  # temperature of the pi objective
-    max_weight: float = 20.0
+    max_weight: float = 20.0  # cap of the pi objective's normalised weights
     halt_init_bias: float = 0.0  # halting logit bias b at RL start when the Q head was never trained
     halt_init_weight: float = 10.0  # weight u of the confidence feature at RL start (when it is new)
     terminate_on_solve: bool = False  # end an episode when solved (default: only the halt action or n_sup ends it)
     pooled_halt: bool = False  # halting head reads only mean_L y (TRM's); start it with --halt-init-bias -2
-    checkpoint_every: float = 1.0  # minutes
+
+    def validate(self) -> None:
+        super().validate()
+        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        finite = ("lr", "head_lr", "adam_eps", "grad_clip", "clip", "ent_coef", "vf_coef", "target_kl", "abort_kl", "beta")
+        for name in (*finite, "max_weight", "warm_minutes", "step_cost", "solve_bonus"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+        if self.updates < 0 or self.hidden < 0:
+            raise ValueError("--updates and --hidden must be >= 0")
+        if self.gamma != 1.0:
+            raise ValueError(f"--gamma {self.gamma}: the env's reward is shaped as Phi(s') - Phi(s), which keeps optimal "
+                             "policies only undiscounted; use --gamma 1")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be above 0, got {self.beta}")
+        if not self.init_from and not self.warm_minutes > 0:
+            raise ValueError("--warm-minutes must be above 0 when there is no --init-from")
+        if self.init_from and not Path(self.init_from).is_file():
+            raise ValueError(f"--init-from: checkpoint {self.init_from} does not exist")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            ap.add_argument(flag, action="store_true")
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            ap.add_argument(flag, type=kind, default=f.default, help=f"(default {f.default!r})")
-    a = Args(**vars(ap.parse_args(argv)))
-    if a.objective not in ("ppo", "pi"):
-        ap.error(f"--objective must be ppo or pi, got {a.objective!r}")
-    if a.reward_mode not in ("solution", "verifier"):
-        ap.error(f"--reward-mode must be solution or verifier, got {a.reward_mode!r}")
-    return a
-
-
-class Diverged(RuntimeError):
-    """The run produced a NaN loss or an exploding KL; the last good checkpoint is kept."""
-
-
-# ----------------------------------------------------------------------------- distributed
+    return cli.parse(Args, argv, description=__doc__)
 
 
 @dataclass
 class Dist:
+    """This process's rank and the world size, with the collectives the losses need (no-ops on one process)."""
+
     rank: int = 0
     world: int = 1
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """All-reduce sum (a no-op on one process)."""
+        """All-reduce sum."""
         if self.world > 1:
             x = x.clone()
             dist.all_reduce(x)
+        return x
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        """All-reduce maximum."""
+        if self.world > 1:
+            x = x.clone()
+            dist.all_reduce(x, op=dist.ReduceOp.MAX)
         return x
 
 
@@ -198,10 +214,18 @@ class RecursionPolicy(nn.Module):
         return out.logits.float(), out.q.float(), self.value(out.y.mean(1)).squeeze(-1), out.y, out.z
 
 
+# ----------------------------------------------------------------------------- log-probability
+
+
 def log_prob_entropy(
     logits: torch.Tensor, q: torch.Tensor, cells: torch.Tensor, halt: torch.Tensor, blank: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log pi(a | s)`` and the policy entropy per sample (blank cells plus the halt flag)."""
+    """``log pi(a | s)`` and the policy entropy per sample ``(B,)``.
+
+    ``log pi(a | s) = sum over blank cells i of log softmax(logits_i)[cells_i] + log Bern(halt; sigmoid(q))``;
+    the entropy is the mean per-blank categorical entropy (nats) plus the halt flag's.
+    Shapes: ``logits (B, 81, 10)``, ``q (B,)``, ``cells (B, 81)``, ``halt (B,)``, ``blank (B, 81)``.
+    """
     logp_all = torch.log_softmax(logits, -1)
     cell_logp = logp_all.gather(-1, cells[..., None]).squeeze(-1)
     cell_ent = -(logp_all.exp() * logp_all).sum(-1)
@@ -215,6 +239,25 @@ def log_prob_entropy(
 # ----------------------------------------------------------------------------- rollout
 
 
+def rollout_buffer(horizon: int, n: int, hidden: int, dev: torch.device | str) -> dict[str, torch.Tensor]:
+    """Zeroed storage indexed ``[t, env]`` for one rollout."""
+    shape = (horizon, n)
+    long, flag = {"dtype": torch.long, "device": dev}, {"dtype": torch.bool, "device": dev}
+    return {
+        "tokens": torch.zeros(*shape, 81, **long),
+        "blank": torch.zeros(*shape, 81, **flag),
+        "y": torch.zeros(*shape, 81, hidden, device=dev),
+        "z": torch.zeros(*shape, 81, hidden, device=dev),
+        "cells": torch.zeros(*shape, 81, **long),
+        "halt": torch.zeros(*shape, **long),
+        "logp": torch.zeros(*shape, device=dev),
+        "value": torch.zeros(*shape, device=dev),
+        "reward": torch.zeros(*shape, device=dev),
+        "done": torch.zeros(*shape, **flag),
+        "valid": torch.zeros(*shape, **flag),
+    }
+
+
 @torch.no_grad()
 def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> dict[str, torch.Tensor]:
     """One episode per environment; the network runs only on the episodes still going.
@@ -224,35 +267,20 @@ def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> di
     ``valid`` (the episode was running at step t), and ``solved``/``steps`` per env.
     """
     cfg = policy.trm.cfg
-    n, horizon, dev = venv.num_envs, cfg.n_sup, venv.device
+    n, dev = venv.num_envs, venv.device
+    buf = rollout_buffer(cfg.n_sup, n, cfg.hidden, dev)
     obs, _ = venv.reset()
-    shape = (horizon, n)
-    buf = {
-        "tokens": torch.zeros(*shape, 81, dtype=torch.long, device=dev),
-        "blank": torch.zeros(*shape, 81, dtype=torch.bool, device=dev),
-        "y": torch.zeros(*shape, 81, cfg.hidden, device=dev),
-        "z": torch.zeros(*shape, 81, cfg.hidden, device=dev),
-        "cells": torch.zeros(*shape, 81, dtype=torch.long, device=dev),
-        "halt": torch.zeros(*shape, dtype=torch.long, device=dev),
-        "logp": torch.zeros(*shape, device=dev),
-        "value": torch.zeros(*shape, device=dev),
-        "reward": torch.zeros(*shape, device=dev),
-        "done": torch.zeros(*shape, dtype=torch.bool, device=dev),
-        "valid": torch.zeros(*shape, dtype=torch.bool, device=dev),
-    }
-    y0, z0 = policy.trm.initial_state(n)
-    y, z = y0.clone(), z0.clone()
+    y, z = (s.clone() for s in policy.trm.initial_state(n))
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     solved = torch.zeros(n, dtype=torch.bool, device=dev)
     steps = torch.zeros(n, device=dev)
-    for t in range(horizon):
+    for t in range(cfg.n_sup):
         idx = alive.nonzero().squeeze(-1)
         tokens = obs["answer"] if cfg.input_mode == "previous_answer" else obs["puzzle"]
-        step = torch.full((idx.numel(),), t + 1, device=dev)
         blank = obs["puzzle"][idx] == 0
         buf["tokens"][t, idx], buf["blank"][t, idx] = tokens[idx], blank
         buf["y"][t, idx], buf["z"][t, idx] = y[idx], z[idx]
-        logits, q, value, y_new, z_new = policy(tokens[idx], y[idx], z[idx], step)
+        logits, q, value, y_new, z_new = policy(tokens[idx], y[idx], z[idx], torch.full((idx.numel(),), t + 1, device=dev))
         cells = torch.distributions.Categorical(logits=logits).sample()
         halt = torch.bernoulli(torch.sigmoid(q)).long()
         logp, _ = log_prob_entropy(logits, q, cells, halt, blank)
@@ -273,8 +301,16 @@ def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> di
     return buf
 
 
+# ----------------------------------------------------------------------------- advantages
+
+
 def gae(buf: dict[str, torch.Tensor], gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages and returns ``[t, env]``; an episode's last step bootstraps from 0."""
+    """Advantages and returns ``[t, env]`` by generalised advantage estimation.
+
+    ``delta_t = r_t + gamma V_{t+1} (1 - done_t) - V_t``, ``A_t = delta_t + gamma lam (1 - done_t) A_{t+1}``,
+    returns ``A_t + V_t``; steps outside an episode (``valid`` false) get 0, and an
+    episode's last step bootstraps from 0.
+    """
     horizon = buf["reward"].shape[0]
     adv = torch.zeros_like(buf["reward"])
     next_adv = torch.zeros_like(buf["reward"][0])
@@ -289,6 +325,26 @@ def gae(buf: dict[str, torch.Tensor], gamma: float, lam: float) -> tuple[torch.T
 
 
 # ----------------------------------------------------------------------------- update
+
+
+def policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, adv_n: torch.Tensor, args: Args, ddp: Dist, n_mb: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample policy loss of one minibatch.
+
+    ``ppo``: ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` on normalised advantages.
+    ``pi``: ``-w log pi`` with ``w = exp(A / beta)`` normalised to mean 1 over the global
+    minibatch (the maximum subtracted is the global one, so every rank uses the same
+    scale) and capped at ``max_weight``.
+    """
+    if args.objective == "ppo":
+        ratio = (logp - old_logp).exp()
+        return -torch.min(ratio * adv_n, ratio.clamp(1 - args.clip, 1 + args.clip) * adv_n)
+    raw = adv / args.beta
+    top = raw.max().detach() if raw.numel() else torch.tensor(-math.inf, device=raw.device)
+    w = torch.exp(raw - ddp.max(top))
+    w = (w / (ddp.sum(w.sum()) / n_mb).clamp(min=1e-12)).clamp(max=args.max_weight).detach()
+    return -w * logp
 
 
 def update(
@@ -309,56 +365,44 @@ def update(
     """
     adv, ret = gae(buf, args.gamma, args.gae_lambda)
     valid = buf["valid"]
-    n_local = valid.shape[1]
-    rows = torch.arange(n_local, device=valid.device) if rows is None else rows
+    dev, n_local = valid.device, valid.shape[1]
+    rows = torch.arange(n_local, device=dev) if rows is None else rows
     count = ddp.sum(valid.sum().float())
     mean = ddp.sum((adv * valid).sum()) / count
     std = (ddp.sum((((adv - mean) ** 2) * valid).sum()) / count).sqrt().clamp(min=1e-6)
     adv_n = (adv - mean) / std
-    n_global = int(ddp.sum(torch.tensor(float(n_local))).item())
+    n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
     stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "epochs": 0}
     module = policy.module if hasattr(policy, "module") else policy
     for _ in range(args.epochs):
         perm_group = torch.empty(n_global, dtype=torch.long)
         perm_group[torch.randperm(n_global, generator=generator)] = torch.arange(n_global) % args.minibatches
-        group = perm_group.to(valid.device)[rows]
-        kl_sum = torch.zeros((), device=valid.device)
+        group = perm_group.to(dev)[rows]
+        kl_sum = torch.zeros((), device=dev)
         for g in range(args.minibatches):
-            mask = valid & (group == g)[None, :]
-            t_idx, e_idx = mask.nonzero(as_tuple=True)
-            n_mb = ddp.sum(mask.sum().float()).clamp(min=1)
-            logits, q, value, _, _ = policy(
-                buf["tokens"][t_idx, e_idx], buf["y"][t_idx, e_idx], buf["z"][t_idx, e_idx], (t_idx + 1).float()
-            )
-            logp, ent = log_prob_entropy(
-                logits, q, buf["cells"][t_idx, e_idx], buf["halt"][t_idx, e_idx], buf["blank"][t_idx, e_idx]
-            )
-            log_ratio = logp - buf["logp"][t_idx, e_idx]
-            ratio = log_ratio.exp()
-            a = adv_n[t_idx, e_idx]
-            if args.objective == "ppo":
-                pg = -torch.min(ratio * a, ratio.clamp(1 - args.clip, 1 + args.clip) * a)
-            else:
-                raw = adv[t_idx, e_idx] / args.beta
-                w = torch.exp(raw - raw.max().detach()) if raw.numel() else raw
-                w = (w / (ddp.sum(w.sum()) / n_mb).clamp(min=1e-12)).clamp(max=args.max_weight).detach()
-                pg = -w * logp
-            v_loss = 0.5 * (value - ret[t_idx, e_idx]) ** 2
+            t_idx, e_idx = (valid & (group == g)[None, :]).nonzero(as_tuple=True)
+            n_mb = ddp.sum(torch.tensor(float(t_idx.numel()), device=dev)).clamp(min=1)
+            at = (t_idx, e_idx)
+            logits, q, value, _, _ = policy(buf["tokens"][at], buf["y"][at], buf["z"][at], (t_idx + 1).float())
+            logp, ent = log_prob_entropy(logits, q, buf["cells"][at], buf["halt"][at], buf["blank"][at])
+            log_ratio = logp - buf["logp"][at]
+            pg = policy_loss(logp, buf["logp"][at], adv[at], adv_n[at], args, ddp, n_mb)
+            v_loss = 0.5 * (value - ret[at]) ** 2
             per_sample = pg + args.vf_coef * v_loss - args.ent_coef * ent
             # sum over this rank / global count, times world: DDP's gradient average becomes the global mean
             loss = per_sample.sum() / n_mb * ddp.world
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()}")
+            check_finite(loss, "in an RL update")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            if args.grad_clip > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), args.grad_clip)
             opt.step()
             with torch.no_grad():
+                ratio = log_ratio.exp()
                 kl_sum += ((ratio - 1) - log_ratio).sum()
                 stats["clip_frac"] += float(ddp.sum(((ratio - 1).abs() > args.clip).float().sum()) / count)
-                stats["loss"] += float(ddp.sum(per_sample.sum().detach()) / count)
-                stats["value_loss"] += float(ddp.sum(v_loss.sum().detach()) / count)
-                stats["entropy"] += float(ddp.sum(ent.sum().detach()) / count)
+                for key, v in (("loss", per_sample), ("value_loss", v_loss), ("entropy", ent)):
+                    stats[key] += float(ddp.sum(v.sum().detach()) / count)
         kl = float(ddp.sum(kl_sum) / count)
         stats["approx_kl"], stats["epochs"] = kl, stats["epochs"] + 1
         if not math.isfinite(kl) or kl > args.abort_kl:
@@ -368,63 +412,91 @@ def update(
     return stats
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- setup
 
 
-def load_init(args: Args, device: str) -> tuple[TRM, str]:
-    """The policy's TRM from ``--init-from``, or from a fresh DIS warm start."""
-    if args.init_from:
-        path = Path(args.init_from)
-        if not path.is_file():
-            raise FileNotFoundError(f"--init-from: checkpoint {path} does not exist")
-        ck = load_checkpoint(path, kind=INIT_KINDS)
-        cfg = TRMConfig.from_dict(ck["config"])
-        if args.hidden and args.hidden != cfg.hidden:
-            raise ValueError(f"--init-from: {path} has hidden={cfg.hidden}, but --hidden {args.hidden} was asked for")
-        adds_feature = not cfg.halt_confidence and not args.pooled_halt
-        if adds_feature:
-            cfg = TRMConfig.from_dict({**cfg.to_dict(), "halt_confidence": True})
-        model = TRM(cfg)
-        missing, unexpected = model.load_state_dict(ck["ema"]["model"] if ck.get("ema") else ck["model"], strict=False)
-        if unexpected or set(missing) - ({"q_confidence"} if adds_feature else set()):
-            raise ValueError(f"--init-from: {path} does not fit the model: missing {missing}, unexpected {unexpected}")
-        if ck["kind"] != KIND and not cfg.halting:
-            # the Q head was never trained: q = b + u c (+ w . mean_L y, w = 0 after DIS) starts with
-            # halting probability sigmoid(b) on boards whose every cell holds a confident digit
-            # (c ~ 0) and about none elsewhere (c << 0); RL then moves b, u and w
-            with torch.no_grad():
-                model.q_head.bias.fill_(args.halt_init_bias)
-                if model.q_confidence is not None:
-                    model.q_confidence.fill_(args.halt_init_weight)
-        return model.to(device), f"{ck['kind']} checkpoint {path}"
+def warm_start(args: Args, device: str) -> Path:
+    """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split; its checkpoint path."""
     from train.supervised import train as train_supervised
 
     warm = Path(args.out) / "warm_dis"
     argv = ["--out", str(warm), "--seed", str(args.seed), "--device", device, "--minutes", str(args.warm_minutes)]
-    argv += ["--difficulty", args.difficulty, "--pool-size", str(args.pool_size), "--eval-size", "64"]
+    argv += ["--difficulty", args.difficulty, "--pool-size", str(args.pool_size), "--eval-size", str(args.eval_size)]
+    argv += ["--eval-limit", str(args.warm_eval_size)]
     argv += ["--hidden", str(args.hidden)] if args.hidden else []
     argv += ["--puzzles", args.puzzles] if args.puzzles else []
     print(f"warm start: DIS for {args.warm_minutes} min -> {warm}", flush=True)
     train_supervised("dis", argv)
-    args.init_from = str(warm / "checkpoint.pt")
-    model, _ = load_init(args, device)
-    return model, f"DIS warm start ({args.warm_minutes} min, {warm})"
+    return warm / "checkpoint.pt"
 
 
-def held_out(args: Args) -> tuple[np.ndarray, np.ndarray | None, PuzzlePool]:
-    """Training pool and held-out puzzles (the last ``eval_size`` of a file, or a fresh seed)."""
-    need = args.reward_mode == "solution"
-    if args.puzzles:
-        pool = make_pool(None, args.puzzles, need_solutions=need, pool_size=0, pool_seed=0)
-        k = len(pool) - args.eval_size
-        if k < 1:
-            raise ValueError(f"{args.puzzles} holds {len(pool)} puzzles, not more than --eval-size {args.eval_size}")
-        sols = pool.solutions
-        train = PuzzlePool(pool.puzzles[:k], None if sols is None else sols[:k], pool.source)
-        return pool.puzzles[k:], None if sols is None else sols[k:], train
-    p, s = sudoku.generate(args.pool_size, args.difficulty, seed=args.seed)
-    ep, es = sudoku.generate(args.eval_size, args.difficulty, seed=args.seed + 1_000_003)
-    return ep, es, PuzzlePool(p, s if need else None, f"generated:{args.difficulty}")
+def load_init(args: Args, path: Path) -> TRM:
+    """The policy's TRM from a dis / trm / ppo_recursion checkpoint, with the halting feature added when new."""
+    ck = load_checkpoint(path, kind=INIT_KINDS)
+    cfg = TRMConfig.from_dict(ck["config"])
+    if args.hidden and args.hidden != cfg.hidden:
+        raise ValueError(f"--init-from: {path} has hidden={cfg.hidden}, but --hidden {args.hidden} was asked for")
+    adds_feature = not cfg.halt_confidence and not args.pooled_halt
+    if adds_feature:
+        cfg = TRMConfig.from_dict({**cfg.to_dict(), "halt_confidence": True})
+    model = TRM(cfg)
+    missing, unexpected = model.load_state_dict(model_weights(ck), strict=False)
+    if unexpected or set(missing) - ({"q_confidence"} if adds_feature else set()):
+        raise ValueError(f"--init-from: {path} does not fit the model: missing {missing}, unexpected {unexpected}")
+    if ck["kind"] != KIND and not cfg.halting:
+        # the Q head was never trained: q = b + u c (+ w . mean_L y, w = 0 after DIS) starts with
+        # halting probability sigmoid(b) on boards whose every cell holds a confident digit
+        # (c ~ 0) and about none elsewhere (c << 0); RL then moves b, u and w
+        with torch.no_grad():
+            model.q_head.bias.fill_(args.halt_init_bias)
+            if model.q_confidence is not None:
+                model.q_confidence.fill_(args.halt_init_weight)
+    return model
+
+
+def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
+    """``--init-from``, or a DIS warm start that rank 0 trains and every rank then reads."""
+    if args.init_from:
+        return load_init(args, Path(args.init_from)).to(device), f"checkpoint {args.init_from}"
+    warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
+    if ddp.rank == 0:
+        warm_start(args, device)
+    if ddp.world > 1:
+        dist.barrier()
+    return load_init(args, warm).to(device), f"DIS warm start ({args.warm_minutes} min, {warm.parent})"
+
+
+def make_optimizer(policy: RecursionPolicy, args: Args) -> torch.optim.Optimizer:
+    """Adam with two groups: the body at ``--lr``; the halting scalars and value head at ``--head-lr``.
+
+    With the confidence feature on, the pooled halting weights ``w`` learn at ``--lr`` with the body.
+    """
+    model = policy.trm
+    heads = [model.q_head.bias, *policy.value.parameters()]
+    heads += [model.q_confidence] if model.q_confidence is not None else [model.q_head.weight]
+    head_ids = {id(p) for p in heads}
+    body = [p for p in policy.parameters() if id(p) not in head_ids]
+    groups = [{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}]
+    return torch.optim.Adam(groups, eps=args.adam_eps, betas=(args.beta1, args.beta2))
+
+
+def make_train_env(args: Args, pool: PuzzlePool, n_sup: int, ddp: Dist, device: str) -> LatentReasoningSudokuVectorEnv:
+    venv = LatentReasoningSudokuVectorEnv(
+        num_envs=args.num_envs // ddp.world,
+        pool=pool,
+        augment=True,
+        max_steps=n_sup,
+        reward_mode=args.reward_mode,
+        step_cost=args.step_cost,
+        solve_bonus=args.solve_bonus,
+        terminate_on_solve=args.terminate_on_solve,
+        device=device,
+    )
+    venv.reset(seed=args.seed * 1000 + ddp.rank)
+    return venv
+
+
+# ----------------------------------------------------------------------------- evaluation
 
 
 def measure(model: TRM, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, halting: bool) -> dict[str, Any]:
@@ -442,10 +514,9 @@ def measure_sampled(
     forward passes are counted by the model. Sampling uses its own seeded RNG, so the
     training RNG stream is untouched.
     """
-    pool = PuzzlePool(puzzles, solutions, "held-out")
     venv = LatentReasoningSudokuVectorEnv(
         num_envs=len(puzzles),
-        pool=pool,
+        pool=PuzzlePool(puzzles, solutions, "held-out"),
         order="sequential",
         max_steps=policy.trm.cfg.n_sup,
         reward_mode="solution" if solutions is not None else "verifier",
@@ -464,189 +535,18 @@ def measure_sampled(
     }
 
 
-def evaluate_policy(
-    policy: RecursionPolicy, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, seed: int
-) -> dict[str, dict[str, Any]]:
+def evaluate_policy(policy: RecursionPolicy, data: Split, device: str, seed: int) -> dict[str, dict[str, Any]]:
     """The before/after measurements: greedy with all steps, greedy with Q-head halting, sampled."""
+    p, s = data.eval_puzzles, data.eval_solutions
     return {
-        "halting": measure(policy.trm, puzzles, solutions, device, True),
-        "fixed": measure(policy.trm, puzzles, solutions, device, False),
-        "sampled": measure_sampled(policy, puzzles, solutions, device, seed),
+        "halting": measure(policy.trm, p, s, device, True),
+        "fixed": measure(policy.trm, p, s, device, False),
+        "sampled": measure_sampled(policy, p, s, device, seed),
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    ddp = init_distributed(args.device)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" and ddp.world > 1 else args.device
-    out = Path(args.out)
-    ckpt_path = out / "checkpoint.pt"
-    seed_everything(args.seed + ddp.rank)
-    if args.num_envs % ddp.world:
-        raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes")
-    resumed = load_checkpoint(ckpt_path, kind=KIND) if args.resume else None
-    eval_p, eval_s, train_pool = held_out(args)
-    if resumed is not None:
-        cfg = TRMConfig.from_dict(resumed["config"])
-        model, source = TRM(cfg).to(device), f"resumed {ckpt_path}"
-    else:
-        # rank 0 loads (or warm-starts) first; the others then read the same checkpoint
-        if ddp.rank == 0:
-            model, source = load_init(args, device)
-        if ddp.world > 1:
-            dist.barrier()
-            if ddp.rank != 0:
-                args.init_from = args.init_from or str(out / "warm_dis" / "checkpoint.pt")
-                model, source = load_init(args, device)
-        cfg = model.cfg
-    out.mkdir(parents=True, exist_ok=True)
-    policy = RecursionPolicy(model).to(device)
-    # the scalar halting parameters and the value head learn at --head-lr; the pooled halting
-    # weights w at --lr with the body when the confidence feature is on
-    heads = [model.q_head.bias, *policy.value.parameters()]
-    heads += [model.q_confidence] if model.q_confidence is not None else [model.q_head.weight]
-    head_ids = {id(p) for p in heads}
-    body = [p for p in policy.parameters() if id(p) not in head_ids]
-    opt = torch.optim.Adam([{"params": body, "lr": args.lr}, {"params": heads, "lr": args.head_lr}], eps=1e-5)
-    state = {"update": 0, "env_steps": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
-    if resumed is not None:
-        diff = config_mismatch(resumed["args"], {**vars(args), "resume": False, "minutes": resumed["args"]["minutes"]})
-        keys = ("objective", "reward_mode", "step_cost", "num_envs", "lr", "head_lr", "solve_bonus", "terminate_on_solve")
-        diff = [d for d in diff if d.split(":")[0] in keys]
-        if diff:
-            raise ValueError(f"--resume: {ckpt_path} was trained with other settings: " + "; ".join(diff))
-        model.load_state_dict(resumed["model"])
-        policy.value.load_state_dict(resumed["value"])
-        opt.load_state_dict(resumed["optimizer"])
-        set_rng_state(resumed["rng"])
-        state = resumed["state"]
-    trainer: nn.Module = policy
-    if ddp.world > 1:
-        trainer = nn.parallel.DistributedDataParallel(policy, find_unused_parameters=True)
-    local = args.num_envs // ddp.world
-    rows = torch.arange(ddp.rank * local, (ddp.rank + 1) * local, device=device)
-    venv = LatentReasoningSudokuVectorEnv(
-        num_envs=local,
-        pool=train_pool,
-        augment=True,
-        max_steps=cfg.n_sup,
-        reward_mode=args.reward_mode,
-        step_cost=args.step_cost,
-        solve_bonus=args.solve_bonus,
-        terminate_on_solve=args.terminate_on_solve,
-        device=device,
-    )
-    venv.reset(seed=args.seed * 1000 + ddp.rank)
-    mb_gen = torch.Generator().manual_seed(args.seed)
-    if resumed is not None:
-        venv._gen.set_state(resumed["env_generator"])
-        mb_gen.set_state(resumed["minibatch_generator"])
-    lead = ddp.rank == 0
-    before = resumed["before"] if resumed is not None else evaluate_policy(policy, eval_p, eval_s, device, args.seed)
-    writer = None
-    if lead:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-        info = run_info(cfg.to_dict(), args.seed, device)
-        info.update({"args": vars(args), "init": source, "world_size": ddp.world, "data": train_pool.source})
-        atomic_write_json(out / "run.json", info)
-
-    def checkpoint() -> None:
-        if lead:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "kind": KIND,
-                    "config": cfg.to_dict(),
-                    "model": model.state_dict(),
-                    "value": policy.value.state_dict(),
-                    "ema": None,
-                    "optimizer": opt.state_dict(),
-                    "rng": rng_state(),
-                    "env_generator": venv._gen.get_state(),
-                    "minibatch_generator": mb_gen.get_state(),
-                    "state": dict(state),
-                    "args": vars(args),
-                    "before": before,
-                },
-            )
-
-    t0 = time.perf_counter() - state["wall_seconds"]
-    last_ckpt = time.perf_counter()
-    try:
-        while True:
-            stop = (args.updates and state["update"] >= args.updates) or time.perf_counter() - t0 >= args.minutes * 60
-            if ddp.world > 1:  # every rank stops at the same update
-                stop = bool(ddp.sum(torch.tensor(float(stop), device=device)).item() > 0)
-            if stop:
-                break
-            model.reset_counter()
-            t_roll = time.perf_counter()
-            buf = rollout(policy, venv)
-            roll_s = time.perf_counter() - t_roll
-            stats = update(trainer, opt, buf, args, ddp, mb_gen, rows)
-            n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
-            state["update"] += 1
-            state["env_steps"] += n_steps
-            state["train_forward_passes"] += int(ddp.sum(torch.tensor(float(model.net.sample_calls), device=device)).item())
-            state["wall_seconds"] = time.perf_counter() - t0
-            solve = float(ddp.sum(buf["solved"].float().sum()) / args.num_envs)
-            ret = float(ddp.sum(buf["reward"].sum()) / args.num_envs)
-            mean_steps = n_steps / args.num_envs
-            if lead:
-                u = state["update"]
-                for k, v in stats.items():
-                    writer.add_scalar(f"rl/{k}", v, u)
-                writer.add_scalar("rl/return", ret, u)
-                writer.add_scalar("rl/solve_rate", solve, u)
-                writer.add_scalar("rl/mean_steps", mean_steps, u)
-                writer.add_scalar("rl/env_steps_per_s", n_steps / max(roll_s, 1e-9), u)
-                print(
-                    f"update {u:4d}  return {ret:+.3f}  solve {solve:6.1%}  steps {mean_steps:4.2f}  "
-                    f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {state['wall_seconds']:.0f}s",
-                    flush=True,
-                )
-            if time.perf_counter() - last_ckpt > args.checkpoint_every * 60:
-                checkpoint()
-                last_ckpt = time.perf_counter()
-    except Diverged as e:
-        kept = f"the last good checkpoint {ckpt_path} is kept" if ckpt_path.is_file() else "no checkpoint was written yet"
-        raise SystemExit(f"error: training diverged ({e}); stopped, {kept}") from None
-    checkpoint()
-    checksum = ddp.sum(sum(p.detach().double().sum() for p in policy.parameters()).reshape(1).to(device))
-    local_sum = float(sum(p.detach().double().sum() for p in policy.parameters()))
-    metrics: dict[str, Any] = {}
-    if lead:
-        after = evaluate_policy(policy, eval_p, eval_s, device, args.seed)
-        metrics = {
-            **{
-                k: after["halting"][k] for k in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share")
-            },
-            "mean_steps": after["halting"]["mean_steps"],
-            "train_forward_passes": state["train_forward_passes"],
-            "wall_seconds": state["wall_seconds"],
-            "updates": state["update"],
-            "env_steps": state["env_steps"],
-            "objective": args.objective,
-            "reward_mode": args.reward_mode,
-            "step_cost": args.step_cost,
-            "init": source,
-            "before": before,
-            "after": after,
-            "world_size": ddp.world,
-            "param_checksum_mean_over_ranks": float(checksum) / ddp.world,
-            "param_checksum_rank0": local_sum,
-        }
-        atomic_write_json(out / "metrics.json", metrics)
-        writer.close()
-        print(table(before, after))
-    if ddp.world > 1:
-        dist.destroy_process_group()
-    return metrics
-
-
 def table(before: dict, after: dict) -> str:
+    """The before/after Markdown table the main job prints."""
     lines = [
         "",
         "| policy | solve rate | cell accuracy | forward passes / puzzle | steps | dead compute |",
@@ -659,17 +559,181 @@ def table(before: dict, after: dict) -> str:
                 f"| {when}, {label} | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
                 f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
             )
-        if "sampled" in res:
-            m = res["sampled"]
-            lines.append(
-                f"| {when}, sampled policy | {m['solve_rate']:.1%} | - | "
-                f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | - |"
-            )
+        m = res["sampled"]
+        lines.append(
+            f"| {when}, sampled policy | {m['solve_rate']:.1%} | - | {m['forward_passes_per_puzzle']:.1f} | "
+            f"{m['mean_steps']:.2f} | - |"
+        )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class RLRun:
+    """Everything one RL run updates and checkpoints: policy, optimizer, environment, generators, counters."""
+
+    def __init__(self, args: Args, ddp: Dist, device: str, model: TRM, data: Split) -> None:
+        self.args, self.ddp, self.device, self.data = args, ddp, device, data
+        self.cfg = model.cfg
+        self.policy = RecursionPolicy(model).to(device)
+        self.opt = make_optimizer(self.policy, args)
+        self.venv = make_train_env(args, data.train, self.cfg.n_sup, ddp, device)
+        self.mb_gen = torch.Generator().manual_seed(args.seed)
+        local = args.num_envs // ddp.world
+        self.rows = torch.arange(ddp.rank * local, (ddp.rank + 1) * local, device=device)
+        self.trainer: nn.Module = self.policy
+        if ddp.world > 1:
+            self.trainer = nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
+        self.state = {"update": 0, "env_steps": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
+        self.before: dict[str, Any] = {}
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "config": self.cfg.to_dict(),
+            "model": self.policy.trm.state_dict(),
+            "value": self.policy.value.state_dict(),
+            "ema": None,
+            "optimizer": self.opt.state_dict(),
+            "rng": rng_state(),
+            "env_generator": self.venv.get_rng_state(),
+            "minibatch_generator": self.mb_gen.get_state(),
+            "state": dict(self.state),
+            "args": vars(self.args),
+            "before": self.before,
+        }
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        self.policy.trm.load_state_dict(ck["model"])
+        self.policy.value.load_state_dict(ck["value"])
+        self.opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        self.venv.set_rng_state(ck["env_generator"])
+        self.mb_gen.set_state(ck["minibatch_generator"])
+        self.state, self.before = ck["state"], ck["before"]
+
+    def iteration(self) -> dict[str, float]:
+        """One rollout and one update; returns the logged statistics."""
+        ddp, n = self.ddp, self.args.num_envs
+        self.policy.trm.reset_counter()
+        buf = rollout(self.policy, self.venv)
+        stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
+        n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
+        calls = torch.tensor(float(self.policy.trm.net.sample_calls), device=self.device)
+        self.state["update"] += 1
+        self.state["env_steps"] += n_steps
+        self.state["train_forward_passes"] += int(ddp.sum(calls).item())
+        stats["return"] = float(ddp.sum(buf["reward"].sum()) / n)
+        stats["solve_rate"] = float(ddp.sum(buf["solved"].float().sum()) / n)
+        stats["mean_steps"] = n_steps / n
+        return stats
+
+
+def all_stop(ddp: Dist, stop: bool, device: str) -> bool:
+    """Every rank stops at the same update: true when any rank wants to stop."""
+    if ddp.world == 1:
+        return stop
+    return bool(ddp.sum(torch.tensor(float(stop), device=device)).item() > 0)
+
+
+def train_loop(run: RunFolder, rl: RLRun) -> None:
+    """Updates until the budget, ``--updates`` or a stop signal; checkpoints on the cadence."""
+    args = rl.args
+    budget = Budget(args.minutes, args.updates or None, rl.state["wall_seconds"])
+    cadence = Cadence(args.checkpoint_every)
+    while not all_stop(rl.ddp, budget.exhausted(rl.state["update"]) or run.stop_requested, rl.device):
+        stats = rl.iteration()
+        rl.state["wall_seconds"] = budget.elapsed()
+        u = rl.state["update"]
+        for k, v in stats.items():
+            run.writer.add_scalar(f"rl/{k}", v, u)
+        if run.lead:
+            print(
+                f"update {u:4d}  return {stats['return']:+.3f}  solve {stats['solve_rate']:6.1%}  "
+                f"steps {stats['mean_steps']:4.2f}  "
+                f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {rl.state['wall_seconds']:.0f}s",
+                flush=True,
+            )
+        if cadence.due():
+            run.save(rl.payload())
+
+
+def resume_checks(args: Args, ck: dict[str, Any], path: Path) -> None:
+    """Refuse a ``--resume`` that changes the data or the objective, listing every difference."""
+    saved = {k: ck["args"].get(k) for k in FIXED_ON_RESUME}
+    diff = config_mismatch(saved, {k: getattr(args, k) for k in FIXED_ON_RESUME})
+    if diff:
+        raise ValueError(f"--resume: {path} was trained with other settings: " + "; ".join(diff))
+
+
+def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
+    """Measure after RL, write ``metrics.json`` and print the before/after table (rank 0)."""
+    params = [p.detach().double().sum() for p in rl.policy.parameters()]
+    checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
+    if not run.lead:
+        return {}
+    after = evaluate_policy(rl.policy, rl.data, rl.device, rl.args.seed)
+    keys = ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share", "mean_steps")
+    metrics = {
+        **{k: after["halting"][k] for k in keys},
+        **{k: rl.state[k] for k in ("train_forward_passes", "wall_seconds", "env_steps")},
+        "updates": rl.state["update"],
+        **{k: getattr(rl.args, k) for k in ("objective", "reward_mode", "step_cost")},
+        "init": source,
+        "before": rl.before,
+        "after": after,
+        "world_size": rl.ddp.world,
+        "param_checksum_mean_over_ranks": float(checksum) / rl.ddp.world,
+        "param_checksum_rank0": float(sum(params)),
+        "interrupted": run.stop_requested,
+    }
+    run.write_metrics(metrics)
+    print(table(rl.before, after))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse, set up, warm start or load, train, measure; returns rank 0's metrics."""
+    args = parse_args(argv)
+    ddp = init_distributed(args.device)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" and ddp.world > 1 else args.device
+    if args.num_envs % ddp.world:
+        raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes")
+    with RunFolder(args.out, lead=ddp.rank == 0) as run:
+        resumed = load_checkpoint(run.checkpoint_path, kind=KIND) if args.resume else None
+        if resumed is not None:
+            resume_checks(args, resumed, run.checkpoint_path)
+        seed_everything(args.seed + ddp.rank)
+        data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size,
+                     need_solutions=args.reward_mode == "solution")
+        if resumed is not None:
+            model, source = TRM(TRMConfig.from_dict(resumed["config"])).to(device), f"resumed {run.checkpoint_path}"
+        else:
+            model, source = initial_model(args, ddp, device)
+        rl = RLRun(args, ddp, device, model, data)
+        if resumed is not None:
+            rl.restore(resumed)
+        else:
+            rl.before = evaluate_policy(rl.policy, data, device, args.seed)
+        info = run_info(rl.cfg.to_dict(), args.seed, device)
+        info.update({"args": vars(args), "init": source, "world_size": ddp.world, "data": data.source})
+        run.write_run(info, resumed=resumed is not None)
+        try:
+            train_loop(run, rl)
+        except Diverged as e:
+            raise SystemExit(f"error: training diverged ({e}); stopped, {run.kept()}") from None
+        run.save(rl.payload())
+        metrics = finish(run, rl, source)
+    if ddp.world > 1:
+        dist.destroy_process_group()
+    return metrics
 
 
 if __name__ == "__main__":
     try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
+        m = main()
+    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
         raise SystemExit(f"error: {e}") from None
+    if m.get("interrupted"):
+        raise SystemExit(130)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -10,7 +10,7 @@ from typing import Any
 class TRMConfig:
     """Model shape, recursion schedule and supervision flags.
 
-    Recursion (DESIGN section 2): one *supervision step* is a deep recursion: ``T - 1``
+    Recursion (``docs/design.md``, "TRM"): one *supervision step* is a deep recursion: ``T - 1``
     latent recursions without gradients, then one with; a latent recursion is ``n``
     updates ``z <- f(x + y + z)`` followed by ``y <- f(y + z)`` (with ``n = 0`` the single
     update reads the input: ``y <- f(x + y + z)``, the one-pass network). So a sample costs
@@ -21,19 +21,19 @@ class TRMConfig:
     """
 
     # shape
-    hidden: int = 64
-    layers: int = 2
-    expansion: float = 4.0
+    hidden: int = 64  # D, the width of x, y, z
+    layers: int = 2  # blocks of the network f
+    expansion: float = 4.0  # SwiGLU inner width over D (times 2/3)
     mixer: str = "mlp"  # "mlp" (TRM-MLP, mixes the 81 positions) or "attention" (TRM-Att, rotary)
-    heads: int = 4
-    seq_len: int = 81
-    vocab: int = 10  # 0 = blank / undecided, 1..9 digits
+    heads: int = 4  # attention heads (mixer "attention")
+    seq_len: int = field(default=81, metadata={"cli": False})  # positions: the 81 cells
+    vocab: int = field(default=10, metadata={"cli": False})  # 0 = blank / undecided, 1..9 digits
     # recursion
-    n_sup: int = 16
-    T: int = 3
-    n: int = 6
+    n_sup: int = 16  # supervision steps (deep recursions) per puzzle
+    T: int = 3  # latent recursions per supervision step (T - 1 without gradients)
+    n: int = 6  # z updates per latent recursion
     # supervision
-    scheme: str = "trm"  # "trm" (deep supervision on the solution, halting head), "dis", or "onepass"
+    scheme: str = field(default="trm", metadata={"cli": False})  # "trm", "dis" or "onepass": set by the script
     halting: bool = True  # train the Q head; in training a sample stops when it says halt
     halt_confidence: bool = False  # the halting logit also reads the least confident cell (see TRM.step)
     step_embedding: bool = False  # add an embedding of the step index s to x (DIS)
@@ -42,10 +42,14 @@ class TRMConfig:
     input_mode: str = "puzzle"  # "puzzle", or "previous_answer": from step 2 on x embeds the last argmax
     # optimisation
     optimizer: str = "adamw"  # "adamw" (released code) or "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    batch_size: int = 64
+    lr: float = 1e-3  # peak learning rate (linear warm-up, then constant)
+    weight_decay: float = 0.1  # decoupled (adamw) or L2 (adam)
+    beta1: float = 0.9  # Adam's first-moment decay
+    beta2: float = 0.95  # Adam's second-moment decay
+    adam_eps: float = 1e-8  # Adam's epsilon
+    grad_clip: float = 0.0  # clip the gradient norm to this value before each optimizer step (0: off)
+    warmup_steps: int = 100  # optimizer steps of linear learning-rate warm-up
+    batch_size: int = 64  # puzzles per batch
     ema_decay: float = 0.999  # 0 disables the EMA
 
     def __post_init__(self) -> None:
@@ -60,9 +64,14 @@ class TRMConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TRMConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("hidden", "layers", "n_sup", "T", "batch_size", "heads"):
+        for name in ("hidden", "layers", "n_sup", "T", "batch_size", "heads", "warmup_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TRMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "adam_eps", "grad_clip", "ema_decay", "expansion"):
+            if not (self.__dict__[name] >= 0 and self.__dict__[name] < float("inf")):
+                raise ValueError(f"TRMConfig.{name} must be a finite number >= 0, got {self.__dict__[name]}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.ema_decay < 1):
+            raise ValueError("TRMConfig.beta1, beta2 and ema_decay must lie in [0, 1)")
         if self.n < 0:
             raise ValueError(f"TRMConfig.n must be >= 0, got {self.n}")
         if self.mixer == "attention" and self.hidden % (2 * self.heads):

@@ -7,16 +7,10 @@ the schedule (``n_sup * T * (n + 1)`` network calls per puzzle when every step
 runs); ``--paper`` takes the paper's Sudoku settings (TRM-MLP, D=512, N_sup=16,
 T=3, n=6: 336 calls). The CPU default keeps that schedule with D=64.
 
-Example: ``python train/trm.py --difficulty medium --minutes 5 --out runs/trm``.
+Example: ``python train/train_trm.py --difficulty medium --minutes 5 --out runs/trm``.
 """
 
-import sys
-from pathlib import Path
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
-
-from train.supervised import main  # noqa: E402
+from train.supervised import main
 
 if __name__ == "__main__":
     main("trm", __doc__)

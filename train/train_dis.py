@@ -8,16 +8,10 @@ into the input, and there is no halting head. Flags for the released code's choi
 ``--step-weights uniform|increasing``, ``--optimizer adamw|adam``,
 ``--input-mode puzzle|previous_answer``; ``run.json`` records which were used.
 
-Example: ``python train/dis.py --difficulty medium --minutes 5 --out runs/dis``.
+Example: ``python train/train_dis.py --difficulty medium --minutes 5 --out runs/dis``.
 """
 
-import sys
-from pathlib import Path
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # run as a script: keep train/ from shadowing the top-level packages (and stdlib's dis)
-
-from train.supervised import main  # noqa: E402
+from train.supervised import main
 
 if __name__ == "__main__":
     main("dis", __doc__)

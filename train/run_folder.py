@@ -1,0 +1,342 @@
+"""What every training script shares: the run folder, its lock, checkpoints on a cadence, the budget.
+
+A run folder (``--out``) holds ``run.json`` (full config, seed, package versions,
+device, git commit, command line, and one entry per ``--resume``), ``checkpoint.pt``,
+TensorBoard events under ``tb/`` and, at the end, ``metrics.json``. Every file is
+written to a unique temporary name and renamed (:func:`trm.checkpoint.atomic_write`),
+so a stopped run never leaves a half-written checkpoint or table.
+
+One live run per folder: :class:`RunFolder` holds an OS file lock (``fcntl.flock``)
+on ``OUT/run.lock`` while it is open; a second run on the same folder stops at once
+naming the holder. The OS drops the lock when its process dies, so a crashed run
+leaves a folder that the next run can take.
+
+SIGINT and SIGTERM do not kill a run mid-update: :class:`RunFolder` records the
+request, the loop finishes its update and stops (``run.stop_requested``), and the
+script saves and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import sudoku
+from trm.checkpoint import atomic_write, save_checkpoint
+
+PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "numba")
+CHECKPOINT = "checkpoint.pt"
+FIRST_CHECKPOINT_SECONDS = 30.0  # the first checkpoint is written this soon, whatever the cadence
+
+
+@dataclass
+class RunArgs:
+    """The options every training script takes; a script's ``Args`` extends this and may redeclare defaults."""
+
+    out: str = "runs/run"  # run folder: checkpoint.pt, tb/, run.json, metrics.json
+    seed: int = 0  # seeds the data, the model and the held-out split
+    device: str = "cpu"  # cpu, cuda or cuda:K
+    minutes: float = 3.0  # wall-clock training budget
+    resume: bool = False  # continue from OUT/checkpoint.pt with the same settings
+    difficulty: str = "easy"  # generated tier: easy, medium, hard or extreme
+    puzzles: str = ""  # puzzle file instead of a generated tier (held out: its last --eval-size puzzles)
+    pool_size: int = 4096  # generated training puzzles
+    eval_size: int = 256  # held-out puzzles
+    checkpoint_every: float = 1.0  # minutes between checkpoints (the first comes within 30 s; 0: every batch)
+
+    checkpoint_file = CHECKPOINT  # what --resume reads in OUT (a class attribute, not an option)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option and value of the first bad setting; creates nothing."""
+        if not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ValueError(f"--minutes must be a finite number above 0, got {self.minutes}")
+        if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0):
+            raise ValueError(f"--checkpoint-every must be a finite number of minutes >= 0, got {self.checkpoint_every}")
+        for name in ("pool_size", "eval_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.puzzles and self.difficulty not in sudoku.TIERS:
+            raise ValueError(f"--difficulty must be one of {', '.join(sudoku.TIERS)}, got {self.difficulty!r}")
+        if self.puzzles and not Path(self.puzzles).is_file():
+            raise ValueError(f"--puzzles: no file {self.puzzles}")
+        if self.resume and not (Path(self.out) / self.checkpoint_file).is_file():
+            raise ValueError(f"--resume: no checkpoint at {Path(self.out) / self.checkpoint_file}")
+        check_device(self.device)
+        check_writable(self.out)
+
+
+def check_device(device: str) -> None:
+    """Raise ``ValueError`` unless ``device`` names a device this machine has."""
+    try:
+        d = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device: {device!r} is not a device name (cpu, cuda, cuda:K)") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: unsupported device type {d.type!r}")
+
+
+def check_writable(out: str) -> None:
+    """Raise ``ValueError`` unless the folder ``out`` exists writable or can be created."""
+    p = Path(out).absolute()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {probe} is not writable")
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite (or an RL update's KL exploded); the last good checkpoint is kept."""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live run holds the folder's lock."""
+
+
+# ----------------------------------------------------------------------------- what makes a run repeatable
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Python's and the main packages' versions."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def run_info(config: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
+    """Everything needed to repeat a run."""
+    return {
+        "config": config,
+        "seed": seed,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "command": sys.argv,
+    }
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a unique temporary file and a rename."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Indented, key-sorted JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's global and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds libraries that use the global state
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' states, to store in a checkpoint."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_finite(value: torch.Tensor | float, where: str) -> None:
+    """Raise :class:`Diverged` when a loss is NaN or infinite."""
+    v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    if not math.isfinite(v):
+        raise Diverged(f"loss became {v} {where}")
+
+
+# ----------------------------------------------------------------------------- budget and cadence
+
+
+class Budget:
+    """A wall-clock budget in minutes and an optional limit on a count (batches, updates).
+
+    ``elapsed`` carries the seconds already spent before a ``--resume``.
+    """
+
+    def __init__(self, minutes: float, limit: int | None = None, elapsed: float = 0.0) -> None:
+        self.seconds = minutes * 60
+        self.limit = limit
+        self.start = time.perf_counter() - elapsed
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def exhausted(self, count: int) -> bool:
+        return (self.limit is not None and count >= self.limit) or self.elapsed() >= self.seconds
+
+
+class Cadence:
+    """Checkpoints every ``minutes`` of wall clock, the first after at most 30 seconds (0: every call)."""
+
+    def __init__(self, minutes: float, first_seconds: float = FIRST_CHECKPOINT_SECONDS) -> None:
+        self.interval = minutes * 60
+        self.next_in = min(self.interval, first_seconds)
+        self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        now = time.perf_counter()
+        if now - self.last < self.next_in:
+            return False
+        self.last, self.next_in = now, self.interval
+        return True
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+class RunFolder:
+    """A run's folder, locked while open; use as a context manager.
+
+    ``lead=False`` (every rank but 0 of a multi-process run) takes no lock and writes
+    nothing. Inside the ``with`` block, SIGINT and SIGTERM set ``stop_requested``
+    instead of raising, so the training loop can end its update and save.
+    """
+
+    def __init__(self, out: str | os.PathLike, *, lead: bool = True) -> None:
+        self.path = Path(out)
+        self.lead = lead
+        self.stop_requested = False
+        self._lock_fd: int | None = None
+        self._writer: Any = None
+        self._old_handlers: dict[int, Any] = {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def __enter__(self) -> RunFolder:
+        if self.lead:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        self._catch_signals()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            msg = f"{self.path} is in use by another live run ({holder}); wait for it or pick another --out"
+            raise RunFolderBusy(msg) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n".encode())
+        self._lock_fd = fd
+
+    def _catch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self.stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, request_stop)
+
+    @property
+    def writer(self) -> Any:
+        """The TensorBoard writer of ``OUT/tb`` (a no-op writer when not ``lead``)."""
+        if self._writer is None:
+            if self.lead:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.path / "tb"))
+            else:
+                self._writer = _NullWriter()
+        return self._writer
+
+    def write_run(self, info: dict[str, Any], resumed: bool = False) -> None:
+        """``run.json``: on a fresh run ``info``; on a resume the first run's entry, with this one appended to ``resumes``."""
+        if not self.lead:
+            return
+        path = self.path / "run.json"
+        if resumed and path.is_file():
+            first = json.loads(path.read_text())
+            first.setdefault("resumes", []).append({k: info[k] for k in ("command", "git_commit", "versions", "device")})
+            info = first
+        atomic_write_json(path, info)
+
+    def save(self, payload: dict[str, Any]) -> None:
+        if self.lead:
+            save_checkpoint(self.checkpoint_path, payload)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        if self.lead:
+            atomic_write_json(self.path / "metrics.json", metrics)
+
+    def kept(self) -> str:
+        """What a stopped run leaves: the last good checkpoint, or none yet."""
+        p = self.checkpoint_path
+        return f"the last good checkpoint {p} is kept" if p.is_file() else "no checkpoint was written yet"
+
+
+class _NullWriter:
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

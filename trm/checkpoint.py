@@ -1,0 +1,86 @@
+"""Model checkpoints: written atomically under a unique temporary name, read back with their kind checked.
+
+A checkpoint is a ``dict`` saved by ``torch.save`` with at least ``kind`` (which
+trainer wrote it: ``"dis"``, ``"trm"``, ``"onepass"``, ``"ppo_recursion"``),
+``config`` (a :class:`trm.config.TRMConfig` as a dict) and ``model`` (the state dict),
+and optionally ``ema`` (``{"model": state dict}`` of the averaged weights).
+
+Every write goes to a fresh temporary file in the target's folder and is renamed
+over the target (``os.replace``, atomic on POSIX), so a reader never sees a half
+written file and two writers never share a temporary name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trm.config import TRMConfig
+from trm.model import TRM
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a unique temporary path next to ``path``, then rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """``torch.save(payload)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing corrupt files and other kinds.
+
+    ``kind`` names the accepted ``payload["kind"]`` values. Raises ``FileNotFoundError``
+    for a missing file and ``ValueError`` naming the problem otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(payload, dict) or "kind" not in payload:
+        raise ValueError(f"checkpoint {path} is not a Latent Reasoning Gym checkpoint (no 'kind' entry)")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and payload["kind"] not in kinds:
+        raise ValueError(f"checkpoint {path} holds a {payload['kind']!r} model; expected {' or '.join(kinds)}")
+    return payload
+
+
+def model_weights(payload: dict[str, Any], ema: bool = True) -> dict[str, torch.Tensor]:
+    """The averaged (EMA) weights when the checkpoint has them and ``ema``, else the live ones."""
+    return payload["ema"]["model"] if ema and payload.get("ema") else payload["model"]
+
+
+def load_model(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, ema: bool = True) -> tuple[TRM, dict]:
+    """The :class:`TRM` stored in a checkpoint (on the CPU) and the checkpoint itself."""
+    payload = load_checkpoint(path, kind)
+    model = TRM(TRMConfig.from_dict(payload["config"]))
+    model.load_state_dict(model_weights(payload, ema))
+    return model, payload
+
+
+def config_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``name: saved -> current`` for every key whose value differs."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
