@@ -124,7 +124,7 @@ def score(
     solution: Any | None,
     mode: str,
 ) -> tuple[Any, Any, Any]:
-    """The potential ``C(a)`` of DESIGN section 3, per puzzle.
+    """The potential ``C(a)`` of the reward (``docs/design.md``, "The environment"), per puzzle.
 
     Returns ``(score, solved, conflicts)``, each of shape ``(...)``:
 

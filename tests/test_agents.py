@@ -108,6 +108,7 @@ def bench_args(out, ckpt, *extra):
     return args + ["--agents", "random,propagation,solver,dis", "--checkpoint", f"dis={ckpt}", *extra]
 
 
+@pytest.mark.slow
 def test_benchmark_end_to_end_is_reproducible(tmp_path, tiny_dis_checkpoint):
     payload = benchmark.main(bench_args(tmp_path / "a", tiny_dis_checkpoint))
     benchmark.main(bench_args(tmp_path / "b", tiny_dis_checkpoint))
@@ -148,3 +149,30 @@ def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         benchmark.main(bench_args(tmp_path / "c", tiny_dis_checkpoint))
     assert not any(p.name in ("table.md", "results.csv", "results.json") for p in (tmp_path / "c").iterdir())
+
+
+def test_benchmark_reads_a_tier_from_a_puzzle_file(tmp_path, tdoku_lines):
+    unique = [f"{p}:1:{s}" for p, c, s in tdoku_lines if c == 1]
+    f = tmp_path / "tdoku_unique.txt"
+    f.write_text("\n".join(unique) + "\n")
+    args = ["--out", str(tmp_path / "b"), "--tiers", "", "--puzzle-file", f"tdoku={f}", "--agents", "random,solver"]
+    payload = benchmark.main(args + ["--seeds", "2", "--puzzles", "4", "--guidance", "1"])
+    rows = {(r["agent"], r["tier"]): r for r in payload["rows"]}
+    assert rows[("solver", "tdoku")]["solve_rate"] == 1.0 and rows[("solver", "tdoku")]["puzzles"] == 8
+    assert rows[("random", "tdoku")]["solve_rate"] == 0.0
+    with pytest.raises(SystemExit):
+        benchmark.main(["--out", str(tmp_path / "c"), "--puzzle-file", "nofile"])
+    assert not (tmp_path / "c").exists()
+
+
+def test_sb3_agent_halts_at_the_step_count_it_was_trained_for(tmp_path, mixed):
+    from stable_baselines3 import PPO
+
+    from envs.sudoku_env import LatentReasoningSudokuEnv
+
+    model = PPO("MultiInputPolicy", LatentReasoningSudokuEnv(pool_size=4, max_steps=3), n_steps=8, batch_size=8, seed=0)
+    model.save(tmp_path / "model.zip")
+    agent = agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"))
+    assert agent.max_steps == 3
+    res = summarize(run_episodes(agent, mixed[0][:6], mixed[1][:6], max_steps=16))  # more steps than it knows
+    assert res["mean_steps"] <= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ def rl_args(out, ckpt, *extra):
     return base + ["--eval-size", "8", "--minutes", "5", "--checkpoint-every", "0", *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["ppo", "pi"])
 def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tiny_dis_checkpoint, objective, capsys):
     m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", objective))
@@ -53,12 +55,14 @@ def test_pooled_halt_keeps_the_initial_model_shape(tmp_path, tiny_dis_checkpoint
     assert not ck["config"]["halt_confidence"] and "q_confidence" not in ck["model"]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_update(tmp_path, tiny_dis_checkpoint):
     ppo.main(rl_args(tmp_path, tiny_dis_checkpoint))
     m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--resume", "--updates", "3"))
     assert m["updates"] == 3
 
 
+@pytest.mark.slow
 def test_verifier_mode_trains_from_a_source_without_solutions(tmp_path, tiny_dis_checkpoint):
     puzzles, _ = sudoku.generate(40, "easy", seed=9)
     f = tmp_path / "unlabelled.txt"
@@ -84,6 +88,7 @@ def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint, capsys
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_dis_checkpoint, monkeypatch):
     real = ppo.update
     calls = {"n": 0}
@@ -134,6 +139,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, o
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_batch(tmp_path):
     torch.manual_seed(0)
     policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
@@ -171,6 +177,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
     cmd = [
         sys.executable,
@@ -190,6 +197,7 @@ def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
     assert m["param_checksum_mean_over_ranks"] == pytest.approx(m["param_checksum_rank0"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path):
     from train.sb3_ppo import main
 
@@ -198,3 +206,46 @@ def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path):
     import agents
 
     assert agents.make_agent("sb3_ppo", str(tmp_path / "model.zip")).name == "sb3_ppo"
+
+
+# ----------------------------------------------------------------------------- known answers for the RL math
+
+
+def test_gae_on_a_hand_computed_two_episode_batch_with_masks():
+    # env 0 runs 3 steps (done at t=2); env 1 runs 2 steps (done at t=1), then is masked out
+    buf = {
+        "reward": torch.tensor([[1.0, 0.0], [0.0, 3.0], [2.0, 0.0]]),
+        "value": torch.tensor([[0.5, 1.0], [1.0, 2.0], [0.0, 0.0]]),
+        "done": torch.tensor([[False, False], [False, True], [True, False]]),
+        "valid": torch.tensor([[True, True], [True, True], [True, False]]),
+    }
+    adv, ret = ppo.gae(buf, gamma=0.9, lam=0.5)
+    # env 0: A2 = 2; A1 = (0 + 0 - 1) + 0.45 * 2 = -0.1; A0 = (1 + 0.9 * 1 - 0.5) + 0.45 * -0.1 = 1.355
+    # env 1: A1 = 3 - 2 = 1; A0 = (0 + 0.9 * 2 - 1) + 0.45 * 1 = 1.25; the masked step gets 0
+    assert torch.allclose(adv, torch.tensor([[1.355, 1.25], [-0.1, 1.0], [2.0, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[1.855, 2.25], [0.9, 3.0], [2.0, 0.0]]))
+
+
+def test_log_probability_and_entropy_per_sample_on_known_distributions():
+    logits = torch.zeros(2, 81, 10)
+    logits[1, 5, 1] = math.log(3.0)  # sample 1, cell 5: p(1) = 3/12, every other digit 1/12
+    q = torch.tensor([0.0, math.log(3.0)])  # halting probabilities 1/2 and 3/4
+    cells = torch.zeros(2, 81, dtype=torch.long)
+    cells[0, 0], cells[0, 1], cells[1, 5] = 4, 7, 1
+    halt = torch.tensor([0, 1])
+    blank = torch.zeros(2, 81, dtype=torch.bool)
+    blank[0, :2], blank[1, 5] = True, True
+    logp, ent = ppo.log_prob_entropy(logits, q, cells, halt, blank)
+    p = torch.tensor([0.25] + [1 / 12] * 9)
+    assert logp[0].item() == pytest.approx(2 * -math.log(10) + math.log(0.5), abs=1e-5)
+    assert logp[1].item() == pytest.approx(math.log(0.25) + math.log(0.75), abs=1e-5)
+    assert ent[0].item() == pytest.approx(math.log(10) + math.log(2), abs=1e-5)  # mean over blanks + halt
+    halt_ent = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert ent[1].item() == pytest.approx(float(-(p * p.log()).sum()) + halt_ent, abs=1e-5)
+
+
+def test_pi_weights_use_the_global_maximum():
+    args = ppo.parse_args(["--objective", "pi", "--beta", "1", "--max-weight", "1e9"])
+    adv = torch.tensor([0.0, math.log(3.0)])
+    loss = ppo.policy_loss(torch.ones(2), torch.zeros(2), adv, adv, args, ppo.Dist(), torch.tensor(2.0))
+    assert torch.allclose(-loss, torch.tensor([0.5, 1.5]))  # exp(A) normalised to mean 1, times log pi = 1

@@ -149,6 +149,7 @@ def tiny_args(out, scheme="dis", steps=3, *extra):
     return args + list(extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["trm", "dis"])
 def test_trainer_writes_a_complete_run_folder(tmp_path, scheme):
     m = supervised.train(scheme, tiny_args(tmp_path, scheme))
@@ -170,6 +171,7 @@ def test_trainer_writes_a_complete_run_folder(tmp_path, scheme):
     assert torch.equal(model.step(tokens, y, z, **steps).logits, again.step(tokens, y, z, **steps).logits)
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path):
     straight = supervised.train("dis", tiny_args(tmp_path / "a", "dis", 4))
     supervised.train("dis", tiny_args(tmp_path / "b", "dis", 2))
@@ -217,6 +219,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_tiny_dis_model_learns_easy_puzzles(tmp_path):
     """Within a bounded number of updates a small model beats its untrained self."""
     args = ["--out", str(tmp_path), "--steps", "60", "--minutes", "5", "--difficulty", "easy", "--pool-size", "512"]

@@ -183,7 +183,8 @@ def plots(out: Path, curves: dict, sweep: dict, rows: list[dict], plot_tier: str
     for agent, c in curves.items():
         ax.plot(range(1, len(c["cell_accuracy_per_step"]) + 1), c["cell_accuracy_per_step"], marker="o", ms=3, label=agent)
     ax.set(xlabel="recursion step", ylabel="cell accuracy (blanks)", title=f"Accuracy per step ({plot_tier})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     save(fig, "accuracy_per_step.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -191,7 +192,8 @@ def plots(out: Path, curves: dict, sweep: dict, rows: list[dict], plot_tier: str
         if r["tier"] == plot_tier and r["forward_passes"] > 0:
             ax.scatter(r["forward_passes"], r["solve_rate"], label=r["agent"])
     ax.set(xscale="log", xlabel="forward passes per puzzle", ylabel="solve rate", title=f"Accuracy vs compute ({plot_tier})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     save(fig, "accuracy_vs_forward_passes.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -201,14 +203,16 @@ def plots(out: Path, curves: dict, sweep: dict, rows: list[dict], plot_tier: str
             ax.plot(range(1, len(m) + 1), m, marker="o", ms=3, label=agent)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="recursion step", ylabel="advantage margin d[y*] - E d", title=f"Advantage margin per step ({plot_tier})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     save(fig, "advantage_margin.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for agent, pts in sweep.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=agent)
     ax.set(xlabel="guidance weight w", ylabel="solve rate", title=f"Accuracy vs guidance weight ({plot_tier})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     save(fig, "accuracy_vs_guidance.png")
 
 

@@ -1,0 +1,82 @@
+"""The shared run machinery: one live run per folder, atomic writes, the held-out split, the cadence."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+from envs import sudoku
+from train.held_out import EVAL_SEED_OFFSET, split
+from train.run_folder import Cadence, RunFolder, RunFolderBusy
+from trm.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+
+
+def _hold(path: str, ready, release) -> None:
+    with RunFolder(path):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_run_on_a_live_folder_stops_naming_the_holder(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(RunFolderBusy, match=rf"in use by another live run \(pid {holder.pid}, started"):
+            with RunFolder(tmp_path):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with RunFolder(tmp_path):  # released when the holder ended
+        pass
+
+
+def test_a_crashed_holder_leaves_a_folder_the_next_run_can_take(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    assert ready.wait(60)
+    holder.kill()  # SIGKILL: no clean-up ran
+    holder.join(30)
+    with RunFolder(tmp_path) as run:
+        assert run.path == tmp_path
+
+
+def test_atomic_writes_leave_no_temporary_files_and_failures_change_nothing(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    save_checkpoint(target, {"kind": "dis", "x": 1})
+    with pytest.raises(RuntimeError):
+        atomic_write(target, lambda tmp: (tmp.write_bytes(b"half"), (_ for _ in ()).throw(RuntimeError("disk full"))))
+    assert load_checkpoint(target)["x"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_the_first_checkpoint_is_due_within_30_seconds_then_at_the_cadence():
+    c = Cadence(minutes=10, first_seconds=0.05)
+    assert not c.due()
+    time.sleep(0.06)
+    assert c.due() and not c.due()  # the next one waits the full interval
+    assert Cadence(minutes=0).due()
+
+
+def test_the_held_out_split_never_overlaps_training_and_keeps_its_size(tmp_path):
+    data = split("easy", "", seed=3, pool_size=64, eval_size=16)
+    held = {bytes(p) for p in data.eval_puzzles}
+    assert len(data.eval_puzzles) == 16 and not any(bytes(p) in held for p in data.train.puzzles)
+    ep, _ = sudoku.generate(16, "easy", seed=3 + EVAL_SEED_OFFSET)
+    assert np.array_equal(ep, data.eval_puzzles)
+    # a file whose training part repeats a held-out puzzle: the repeat leaves the training pool
+    p, s = sudoku.generate(6, "easy", seed=0)
+    f = tmp_path / "dup.txt"
+    f.write_text("\n".join(sudoku.format(np.concatenate([p[:4], p[5:6], p[4:6]]))) + "\n")
+    data = split("easy", str(f), seed=0, pool_size=1, eval_size=2)
+    assert len(data.train) == 4 and len(data.eval_puzzles) == 2
+    with pytest.raises(ValueError, match="not more than --eval-size 7"):
+        split("easy", str(f), seed=0, pool_size=1, eval_size=7)
