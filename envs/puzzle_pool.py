@@ -51,6 +51,7 @@ def make_pool(
         return PuzzlePool(p, s, f"generated:{difficulty}:seed={pool_seed}")
     if isinstance(puzzles, (str, os.PathLike)):
         p, s = sudoku.load(puzzles, solve=need_solutions)
+        _refuse_full(p, f"{os.fspath(puzzles)}: puzzle")
         return PuzzlePool(p, s, f"file:{os.fspath(puzzles)}")
     sols = None
     if isinstance(puzzles, tuple):
@@ -60,6 +61,7 @@ def make_pool(
     p = sudoku.as_grids(puzzles, name="puzzles").reshape(-1, 81)
     if len(p) == 0:
         raise ValueError("puzzles is empty")
+    _refuse_full(p, "puzzles")
     for k, g in enumerate(p):
         bad = sudoku.conflicts(g)
         if bad.any():
@@ -81,3 +83,10 @@ def make_pool(
     else:
         s = None
     return PuzzlePool(p, s, f"arrays:{len(p)}")
+
+
+def _refuse_full(p: np.ndarray, what: str) -> None:
+    """A puzzle with no blank leaves nothing to do (and no reward to scale): refuse it, naming the first."""
+    full = np.flatnonzero((p != 0).all(-1))
+    if full.size:
+        raise ValueError(f"{what}[{int(full[0])}] has no blank cell; every puzzle needs at least one")

@@ -191,8 +191,17 @@ def count_solutions(puzzle: Any, limit: int = 2) -> int | np.ndarray:
 
 
 def rate(puzzle: Any) -> int | np.ndarray:
-    """Guesses the search needs to solve ``puzzle`` and prove it unique; 0 when singles solve it."""
-    _, guesses, _, single = _search(puzzle, 2)
+    """Guesses the search needs to solve ``puzzle`` and prove it unique; 0 when singles solve it.
+
+    A puzzle whose givens conflict, or that has no solution, has no rating: ``ValueError``.
+    """
+    counts, guesses, _, single = _search(puzzle, 2)
+    g = as_grids(puzzle, name="puzzle").reshape(-1, 81)
+    bad = np.flatnonzero(conflict_mask(g).any(-1) | (counts == 0))
+    if bad.size:
+        k = int(bad[0])
+        what = "givens conflict" if conflict_mask(g[k]).any() else "it has no solution"
+        raise ValueError(f"cannot rate puzzle{'' if single else f' [{k}]'}: {what}")
     return int(guesses[0]) if single else guesses
 
 
@@ -222,6 +231,17 @@ def generate(n: int, difficulty: str = "easy", seed: int = 0, *, max_tries: int 
 # ----------------------------------------------------------------------------- files
 
 
+def _read_lines(path: str | os.PathLike) -> tuple[str, list[str]]:
+    """The file's lines, UTF-8 with or without a byte-order mark; other encodings raise ``ValueError`` naming the file."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return path, raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start}); puzzle files are UTF-8") from None
+
+
 def _parse_line(text: str, path: str, lineno: int, check: bool = True) -> np.ndarray:
     try:
         return parse(text, check=check)
@@ -245,15 +265,13 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
     ``solve=False`` puzzles without a solution in the file are not searched and
     ``solutions`` is None when the file holds none (a label-free source).
     """
-    path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    path, lines = _read_lines(path)
     first = next((ln for ln in lines if ln.strip() and not ln.startswith("#")), "")
     puzzles: list[np.ndarray] = []
     solutions: list[np.ndarray | None] = []
     linenos: list[int] = []
-    if first.replace(" ", "").lower().startswith("source,question"):
-        header = [h.strip().lower() for h in next(csv.reader([first]))]
+    header = [h.strip().lower() for h in next(csv.reader([first]))] if "," in first else []
+    if "question" in header or "answer" in header:  # a CSV: columns found by their names, in any order
         if "question" not in header or "answer" not in header:
             raise ValueError(f"{path}:1: CSV header must name 'question' and 'answer', got {first!r}")
         qi, ai = header.index("question"), header.index("answer")
@@ -263,7 +281,7 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
                 continue
             if len(row) != len(header):
                 raise ValueError(f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}")
-            puzzles.append(_parse_line(row[qi], path, lineno))
+            puzzles.append(_parse_line(row[qi], path, lineno, check=False))
             solutions.append(_parse_line(row[ai], path, lineno, check=False))
             linenos.append(lineno)
     else:
@@ -272,7 +290,7 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
             if not s or s.startswith("#"):
                 continue
             parts = s.split(":")
-            puzzles.append(_parse_line(parts[0], path, lineno))
+            puzzles.append(_parse_line(parts[0], path, lineno, check=False))
             sol = None
             if len(parts) > 1:
                 try:
@@ -290,8 +308,23 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
     if not puzzles:
         raise ValueError(f"{path}: no puzzles found")
     P = np.stack(puzzles)
-    for k, s in enumerate(solutions):
-        if s is not None and not is_solution(P[k], s):
+    return _checked(P, solutions, linenos, path, solve)
+
+
+def _checked(
+    P: np.ndarray, solutions: list[np.ndarray | None], linenos: list[int], path: str, solve: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check a file's puzzles ``P (n, 81)`` and given solutions in batched calls; search the rest when ``solve``."""
+    bad = np.flatnonzero(conflict_mask(P).any(-1))
+    if bad.size:
+        try:
+            _check_givens(P[bad[0]])
+        except ValueError as e:
+            raise ValueError(f"{path}:{linenos[bad[0]]}: {e}") from None
+    given = [k for k, s in enumerate(solutions) if s is not None]
+    if given:
+        ok = is_solution(P[given], np.stack([solutions[k] for k in given]))
+        for k in np.asarray(given)[~np.atleast_1d(ok)][:1]:
             raise ValueError(f"{path}:{linenos[k]}: the given solution does not solve the puzzle")
     if solve:
         counts, _, found = search.search_batch(P, 2)

@@ -16,6 +16,16 @@ from envs.rules import score
 REWARD_MODES = ("solution", "verifier")
 
 
+def check_types(flags: dict[str, Any], sizes: dict[str, Any]) -> None:
+    """Booleans must be booleans (``"no"`` is not False) and sizes integers (``2.7`` is not 2)."""
+    for name, v in flags.items():
+        if not isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {v!r}")
+    for name, v in sizes.items():
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+
+
 def check_settings(max_steps: int, reward_mode: str, step_cost: float, solve_bonus: float, order: str) -> None:
     """Validate the keyword arguments that the single and the vector env share."""
     if reward_mode not in REWARD_MODES:
@@ -130,6 +140,10 @@ class LatentReasoningSudokuEnv(gym.Env):
         terminate_on_solve: bool = True,
         pool: PuzzlePool | None = None,
     ) -> None:
+        check_types(
+            {"augment": augment, "teacher": teacher, "terminate_on_solve": terminate_on_solve},
+            {"max_steps": max_steps, "pool_size": pool_size, "pool_seed": pool_seed},
+        )
         check_settings(max_steps, reward_mode, step_cost, solve_bonus, order)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")

@@ -21,7 +21,7 @@ from gymnasium.vector.utils import batch_space
 from envs import augmentation
 from envs.puzzle_pool import PuzzlePool, make_pool
 from envs.rules import score
-from envs.sudoku_env import check_settings, make_spaces
+from envs.sudoku_env import check_settings, check_types, make_spaces
 
 
 class LatentReasoningSudokuVectorEnv(VectorEnv):
@@ -65,6 +65,10 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         validate_actions: bool = True,
         pool: PuzzlePool | None = None,
     ) -> None:
+        check_types(
+            {"augment": augment, "teacher": teacher, "terminate_on_solve": terminate_on_solve},
+            {"num_envs": num_envs, "max_steps": max_steps, "pool_size": pool_size, "pool_seed": pool_seed},
+        )
         check_settings(max_steps, reward_mode, step_cost, solve_bonus, order)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -172,7 +176,11 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         """Start a new episode in every environment; ``seed`` reseeds the device generator."""
         if isinstance(seed, (list, tuple)):
-            seed = int(seed[0]) if seed else None
+            if len(seed) != 1:
+                raise ValueError(
+                    f"seed must be one int: one generator draws every sub-environment's puzzles, got {seed!r}"
+                )
+            seed = int(seed[0])
         if seed is not None:
             self._gen.manual_seed(int(seed))
             self._np_random, self._np_random_seed = np.random.default_rng(seed), seed
