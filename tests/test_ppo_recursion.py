@@ -83,8 +83,10 @@ def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint, capsys
         ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--hidden", "32"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="corrupt or not a checkpoint"):
-        ppo.main(rl_args(tmp_path, str(junk)))
+    with pytest.raises(SystemExit) as stop:
+        ppo.main(rl_args(tmp_path / "other", str(junk)))
+    assert stop.value.code == 2 and "corrupt or not a checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
     assert not (tmp_path / "metrics.json").exists()
 
 

@@ -157,6 +157,11 @@ class Args(RunArgs):
             raise ValueError("--warm-minutes must be above 0 when there is no --init-from")
         if self.init_from and not Path(self.init_from).is_file():
             raise ValueError(f"--init-from: checkpoint {self.init_from} does not exist")
+        if self.init_from:
+            try:
+                load_checkpoint(self.init_from, kind=INIT_KINDS)
+            except ValueError as e:
+                raise ValueError(f"--init-from: {e}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

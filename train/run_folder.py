@@ -266,6 +266,8 @@ class RunFolder:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
+            if self.stop_requested and getattr(handler, "run_folder_stop", False):
+                handler(sig, None)  # a run inside a run (the RL job's warm start): the outer one stops too
         self._old_handlers = {}
         if self._writer is not None:
             self._writer.close()
@@ -293,6 +295,8 @@ class RunFolder:
 
         def request_stop(signum: int, frame: Any) -> None:
             self.stop_requested = True
+
+        request_stop.run_folder_stop = True  # type: ignore[attr-defined]
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old_handlers[sig] = signal.signal(sig, request_stop)

@@ -1,0 +1,75 @@
+"""Stops that lose nothing: a run killed with SIGKILL after a checkpoint, then resumed, ends bit-identical."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trm.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+RL = ["--updates", "12", "--num-envs", "8", "--pool-size", "32", "--eval-size", "8"]
+TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "8", "--pool-size", "64", "--eval-size", "8"]
+CASES = {
+    "dis": ("train/train_dis.py", [*TINY, "--steps", "25"], "batch"),
+    "trm": ("train/train_trm.py", [*TINY, "--steps", "25", "--n-sup", "3", "--T", "2", "--n", "1"], "batch"),
+    "ppo_recursion": ("train/ppo_recursion.py", RL, "update"),
+}
+
+
+def _cmd(script: str, out: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / script), "--out", str(out), "--minutes", "10", "--checkpoint-every", "0", *extra]
+
+
+def _saved_count(ckpt: Path, key: str) -> int:
+    try:
+        return load_checkpoint(ckpt)["state"][key]
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(CASES))
+def test_sigkill_after_a_checkpoint_then_resume_ends_bit_identical(kind, tmp_path, tiny_dis_checkpoint):
+    script, extra, key = CASES[kind]
+    if kind == "ppo_recursion":
+        extra = [*extra, "--init-from", tiny_dis_checkpoint]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_cmd(script, straight, extra), check=True, capture_output=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.Popen(_cmd(script, killed, extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.time() + 300
+    while _saved_count(killed / "checkpoint.pt", key) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL, "the run ended before it could be killed"
+    stopped_at = _saved_count(killed / "checkpoint.pt", key)
+    assert 3 <= stopped_at < int(extra[extra.index(f"--{key}s" if key == "update" else "--steps") + 1])
+    r = subprocess.run(_cmd(script, killed, [*extra, "--resume"]), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert {k: v for k, v in a["state"].items() if k != "wall_seconds"} == {
+        k: v for k, v in b["state"].items() if k != "wall_seconds"
+    }
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+    assert ma["solve_rate"] == mb["solve_rate"] and ma["forward_passes_per_puzzle"] == mb["forward_passes_per_puzzle"]
+    run = json.loads((killed / "run.json").read_text())
+    assert len(run["resumes"]) == 1 and "--resume" in run["resumes"][0]["command"]
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_data_listing_every_difference(tmp_path, capsys):
+    from train import supervised
+
+    args = ["--out", str(tmp_path), *TINY, "--steps", "1", "--checkpoint-every", "0"]
+    supervised.train("dis", args)
+    with pytest.raises(ValueError, match=r"difficulty: 'easy' -> 'hard'; .*seed: 0 -> 1"):
+        supervised.train("dis", [*args, "--resume", "--seed", "1", "--difficulty", "hard"])
