@@ -72,6 +72,8 @@ def parse(text: str | Sequence[str], *, check: bool = True) -> np.ndarray:
     With ``check`` (default) givens that clash raise ``ValueError``.
     """
     if not isinstance(text, str):
+        if not isinstance(text, Sequence) or not all(isinstance(t, str) for t in text):
+            raise TypeError(f"parse expects a puzzle string or a sequence of them, got {type(text).__name__}: {text!r:.60}")
         return np.stack([parse(t, check=check) for t in text]) if len(text) else np.zeros((0, 81), np.int8)
     cells = []
     for ch in text:
@@ -219,6 +221,9 @@ def generate(n: int, difficulty: str = "easy", seed: int = 0, *, max_tries: int 
     """
     if difficulty not in TIERS:
         raise ValueError(f"unknown difficulty {difficulty!r}; choose one of {sorted(TIERS)}")
+    for name, v in (("n", n), ("seed", seed)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     t = TIERS[difficulty]

@@ -76,3 +76,172 @@ def test_a_byte_order_mark_and_csv_columns_in_any_order_are_read(tmp_path):
     f.write_text("answer,rating,question,source\n" + "\n".join(rows) + "\n", encoding="utf-8-sig")
     P, S = sudoku.load(f)
     assert np.array_equal(P, p) and np.array_equal(S, s)
+
+
+# ----------------------------------------------------------------------------- the table
+# Each row: (id, callable, exception type, fragment of the message). Every case must raise
+# that type with a message naming the problem; none may be accepted silently.
+
+P, S = EASY
+CLASH = "11" + "." * 79
+
+
+STRINGS = [
+    ("empty", lambda: sudoku.parse(""), ValueError, "81 cells, got 0"),
+    ("80 cells", lambda: sudoku.parse("1" * 80), ValueError, "81 cells, got 80"),
+    ("82 cells", lambda: sudoku.parse("." * 82), ValueError, "81 cells, got 82"),
+    ("bad char", lambda: sudoku.parse("x" + "." * 80), ValueError, "bad character 'x'"),
+    ("clash", lambda: sudoku.parse(CLASH), ValueError, "givens conflict"),
+    ("int", lambda: sudoku.parse(5), TypeError, "parse expects a puzzle string"),
+    ("none", lambda: sudoku.parse(None), TypeError, "got NoneType"),
+    ("mixed list", lambda: sudoku.parse(["." * 81, 5]), TypeError, "sequence of them"),
+]
+ARRAYS = [
+    ("80 long", lambda: sudoku.conflicts(np.zeros(80, np.int8)), ValueError, "must have shape"),
+    ("digit 10", lambda: sudoku.conflicts(np.full(81, 10)), ValueError, "lie in 0..9"),
+    ("digit -1", lambda: sudoku.conflicts(np.full(81, -1)), ValueError, "lie in 0..9"),
+    ("9x8", lambda: sudoku.conflicts(np.zeros((2, 9, 8), np.int8)), ValueError, "must have shape"),
+    ("floats", lambda: sudoku.conflicts(np.full(81, 1.5)), ValueError, "integers 0..9"),
+    ("answer shape", lambda: sudoku.is_solution(P[0], np.zeros(80, np.int8)), ValueError, "answer must have shape"),
+    ("limit 0", lambda: sudoku.count_solutions(P[0], limit=0), ValueError, "limit must be >= 1"),
+    ("n -1", lambda: sudoku.generate(-1), ValueError, "n must be >= 0"),
+    ("n 2.5", lambda: sudoku.generate(2.5), ValueError, "n must be an integer, got 2.5"),
+    ("tier", lambda: sudoku.generate(2, "impossible"), ValueError, "unknown difficulty 'impossible'"),
+    ("seed str", lambda: sudoku.generate(2, seed="a"), ValueError, "seed must be an integer"),
+    ("rate clash", lambda: sudoku.rate(sudoku.parse(CLASH, check=False)), ValueError, "givens conflict"),
+    ("wrong solution", lambda: LatentReasoningSudokuEnv(puzzles=(P, P)), ValueError, "solutions[0] does not solve its puzzle"),
+    ("solution count", lambda: LatentReasoningSudokuEnv(puzzles=(P, S[:1])), ValueError, "differ in shape"),
+    ("no puzzles", lambda: LatentReasoningSudokuEnv(puzzles=np.zeros((0, 81), np.int8)), ValueError, "puzzles is empty"),
+]
+ACTIONS = [
+    ("single before reset", lambda: LatentReasoningSudokuEnv(pool_size=2).step(np.zeros(82, np.int64)), RuntimeError, "reset()"),
+    ("single shape", lambda: _single().step(np.zeros(81, np.int64)), ValueError, "action must have shape (82,)"),
+    ("single range", lambda: _single().step(np.full(82, 10)), ValueError, "lie in 0..9"),
+    ("single floats", lambda: _single().step(np.zeros(82) + 0.5), ValueError, "must hold integers"),
+    ("vector before reset", lambda: _vector(False).step(np.zeros((2, 82), np.int64)), RuntimeError, "call reset() before step()"),
+    ("vector shape", lambda: _vector().step(np.zeros((2, 81), np.int64)), ValueError, "actions must have shape (2, 82)"),
+    ("vector floats", lambda: _vector().step(np.zeros((2, 82)) + 0.5), ValueError, "must be integers"),
+    ("vector halt 2", lambda: _vector().step(np.full((2, 82), 2)), ValueError, "halt flag in {0, 1}"),
+]
+
+
+def _single() -> LatentReasoningSudokuEnv:
+    env = LatentReasoningSudokuEnv(pool_size=2)
+    env.reset(seed=0)
+    return env
+
+
+def _vector(reset: bool = True) -> LatentReasoningSudokuVectorEnv:
+    venv = LatentReasoningSudokuVectorEnv(num_envs=2, pool_size=2)
+    if reset:
+        venv.reset(seed=0)
+    return venv
+
+
+ENV_ARGS = [
+    ("difficulty", {"difficulty": "impossible"}, "unknown difficulty 'impossible'"),
+    ("order", {"order": "shuffled"}, "order must be 'random' or 'sequential'"),
+    ("step cost nan", {"step_cost": float("nan")}, "must be finite"),
+    ("solve bonus inf", {"solve_bonus": float("inf")}, "must be finite"),
+]
+
+
+@pytest.mark.parametrize(("case", "fn", "exc", "fragment"), STRINGS + ARRAYS + ACTIONS, ids=[c[0] for c in STRINGS + ARRAYS + ACTIONS])
+def test_bad_strings_arrays_and_actions(case, fn, exc, fragment):
+    with pytest.raises(exc) as e:
+        fn()
+    assert fragment in str(e.value), (case, str(e.value))
+
+
+@pytest.mark.parametrize("env_cls", [LatentReasoningSudokuEnv, LatentReasoningSudokuVectorEnv], ids=["single", "vector"])
+@pytest.mark.parametrize(("case", "kwargs", "fragment"), ENV_ARGS, ids=[c[0] for c in ENV_ARGS])
+def test_more_env_arguments_both_envs_refuse(env_cls, case, kwargs, fragment):
+    with pytest.raises(ValueError) as e:
+        env_cls(**kwargs)
+    assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("." * 81 + ":2\n", ":1: puzzle has 2 solutions (declared in the file)"),
+        ("." * 81 + ":x\n", ":1: solution count must be an integer"),
+        (f"{sudoku.format(P[0])}:1:{sudoku.format(P[0])}\n", ":1: the given solution does not solve the puzzle"),
+        ("source,question,answer,rating\nx,a\n", ":2: expected 4 fields, got 2"),
+        ("." * 81 + "\n", ":1: puzzle has several solutions"),
+        ("." * 40 + "\n", ":1: a puzzle has 81 cells, got 40"),
+    ],
+)
+def test_more_bad_files(tmp_path, content, fragment):
+    f = tmp_path / "bad.txt"
+    f.write_text(content)
+    with pytest.raises(ValueError) as e:
+        sudoku.load(f)
+    assert str(f) in str(e.value) and fragment in str(e.value)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nofile.txt"):
+        sudoku.load(tmp_path / "nofile.txt")
+
+
+def _script_parsers():
+    from train import benchmark, cli, ppo_recursion, sb3_ppo, supervised
+
+    return {
+        "dis": lambda argv: supervised.parse_args("dis", argv),
+        "trm": lambda argv: supervised.parse_args("trm", argv),
+        "ppo": ppo_recursion.parse_args,
+        "bench": lambda argv: cli.parse(benchmark.Args, argv),
+        "sb3": lambda argv: cli.parse(sb3_ppo.Args, argv),
+    }
+
+
+CLI = [
+    ("dis", ["--minutes", "nan"], "--minutes must be a finite number above 0, got nan"),
+    ("dis", ["--minutes", "-1"], "--minutes must be a finite number above 0, got -1.0"),
+    ("dis", ["--steps", "-5"], "--steps must be at least 1, got -5"),
+    ("dis", ["--eval-size", "0"], "--eval-size must be at least 1, got 0"),
+    ("dis", ["--pool-size", "0"], "--pool-size must be at least 1, got 0"),
+    ("dis", ["--device", "cuda:99"], "--device cuda:99"),
+    ("dis", ["--device", "tpu"], "--device: 'tpu' is not a device name"),
+    ("dis", ["--difficulty", "impossible"], "--difficulty must be one of"),
+    ("dis", ["--puzzles", "nofile.txt"], "--puzzles: no file nofile.txt"),
+    ("dis", ["--hidden", "0"], "TRMConfig.hidden must be >= 1, got 0"),
+    ("dis", ["--lr", "nan"], "TRMConfig.lr must be a finite number >= 0"),
+    ("dis", ["--paper"], "--paper is the TRM paper's recipe"),
+    ("dis", ["--resume"], "--resume: no checkpoint at"),
+    ("dis", ["--seed", "x"], "invalid int value: 'x'"),
+    ("dis", ["--checkpoint-every", "-1"], "--checkpoint-every must be a finite number of minutes >= 0"),
+    ("trm", ["--beta2", "1.5"], "beta1, beta2 and ema_decay must lie in [0, 1)"),
+    ("ppo", ["--minibatches", "0"], "--minibatches must be at least 1, got 0"),
+    ("ppo", ["--num-envs", "0"], "--num-envs must be at least 1, got 0"),
+    ("ppo", ["--gamma", "0.9"], "--gamma 0.9"),
+    ("ppo", ["--objective", "sac"], "invalid choice: 'sac'"),
+    ("ppo", ["--init-from", "missing.pt"], "--init-from: checkpoint missing.pt does not exist"),
+    ("ppo", ["--lr", "inf"], "--lr must be a finite number >= 0, got inf"),
+    ("bench", ["--puzzles", "0"], "--puzzles must be at least 1, got 0"),
+    ("bench", ["--tiers", "impossible"], "unknown tier 'impossible'"),
+    ("bench", ["--puzzle-file", "noequals"], "--puzzle-file expects NAME=PATH, got 'noequals'"),
+    ("bench", ["--guidance", "a,b"], "--guidance must be comma-separated numbers"),
+    ("sb3", ["--num-envs", "0"], "--num-envs must be at least 1, got 0"),
+    ("sb3", ["--resume"], "--resume: no checkpoint at"),
+]
+
+
+@pytest.mark.parametrize(("script", "argv", "fragment"), CLI, ids=[f"{s}{' '.join(a)}" for s, a, _ in CLI])
+def test_bad_options_exit_2_with_one_line_and_create_nothing(script, argv, fragment, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        _script_parsers()[script](["--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and fragment in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit):
+        _script_parsers()["dis"](["--out", str(tmp_path / "afile")])
+    assert "exists and is not a folder" in capsys.readouterr().err
