@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import csv
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 from envs import augmentation, search
 from envs.rules import conflict_mask
 
+_PLAIN = re.compile(r"[0-9.]*")  # cells with no separators or spaces
 _CHARS = {**{str(d): d for d in range(10)}, ".": 0}
 
 
@@ -272,8 +274,8 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
     """
     path, lines = _read_lines(path)
     first = next((ln for ln in lines if ln.strip() and not ln.startswith("#")), "")
-    puzzles: list[np.ndarray] = []
-    solutions: list[np.ndarray | None] = []
+    puzzles: list[str] = []
+    solutions: list[str | None] = []
     linenos: list[int] = []
     header = [h.strip().lower() for h in next(csv.reader([first]))] if "," in first else []
     if "question" in header or "answer" in header:  # a CSV: columns found by their names, in any order
@@ -286,8 +288,8 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
                 continue
             if len(row) != len(header):
                 raise ValueError(f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}")
-            puzzles.append(_parse_line(row[qi], path, lineno, check=False))
-            solutions.append(_parse_line(row[ai], path, lineno, check=False))
+            puzzles.append(row[qi])
+            solutions.append(row[ai])
             linenos.append(lineno)
     else:
         for lineno, line in enumerate(lines, start=1):
@@ -295,7 +297,7 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
             if not s or s.startswith("#"):
                 continue
             parts = s.split(":")
-            puzzles.append(_parse_line(parts[0], path, lineno, check=False))
+            puzzles.append(parts[0])
             sol = None
             if len(parts) > 1:
                 try:
@@ -307,13 +309,32 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
                         f"{path}:{lineno}: puzzle has {declared} solutions (declared in the file); exactly one is required"
                     )
                 if len(parts) > 2:
-                    sol = _parse_line(parts[2], path, lineno, check=False)
+                    sol = parts[2]
             solutions.append(sol)
             linenos.append(lineno)
     if not puzzles:
         raise ValueError(f"{path}: no puzzles found")
-    P = np.stack(puzzles)
-    return _checked(P, solutions, linenos, path, solve)
+    P = _parse_column(puzzles, linenos, path)
+    given = [k for k, s in enumerate(solutions) if s is not None]
+    parsed = list(_parse_column([solutions[k] for k in given], [linenos[k] for k in given], path)) if given else []
+    grids: list[np.ndarray | None] = [None] * len(puzzles)
+    for k, s in zip(given, parsed, strict=True):
+        grids[k] = s
+    return _checked(P, grids, linenos, path, solve)
+
+
+def _parse_column(texts: list[str], linenos: list[int], path: str) -> np.ndarray:
+    """``(n, 81)`` int8 grids from a file's puzzle strings, givens not yet checked.
+
+    When every string is 81 plain characters (digits and '.'), all are converted in one
+    numpy call; otherwise line by line, so that an error names its line.
+    """
+    stripped = [t.strip() for t in texts]
+    joined = "".join(stripped)
+    if len(joined) == 81 * len(stripped) and builtins.all(len(t) == 81 for t in stripped) and _PLAIN.fullmatch(joined):
+        codes = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, 81)
+        return np.where(codes == ord("."), 0, codes - ord("0")).astype(np.int8)
+    return np.stack([_parse_line(t, path, k, check=False) for t, k in zip(texts, linenos, strict=True)])
 
 
 def _checked(

@@ -146,7 +146,10 @@ ENV_ARGS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "fn", "exc", "fragment"), STRINGS + ARRAYS + ACTIONS, ids=[c[0] for c in STRINGS + ARRAYS + ACTIONS])
+TABLE = STRINGS + ARRAYS + ACTIONS
+
+
+@pytest.mark.parametrize(("case", "fn", "exc", "fragment"), TABLE, ids=[c[0] for c in TABLE])
 def test_bad_strings_arrays_and_actions(case, fn, exc, fragment):
     with pytest.raises(exc) as e:
         fn()

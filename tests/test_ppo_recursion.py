@@ -208,6 +208,10 @@ def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path):
     import agents
 
     assert agents.make_agent("sb3_ppo", str(tmp_path / "model.zip")).name == "sb3_ppo"
+    args = ["--out", str(tmp_path), "--minutes", "0.05", "--pool-size", "16", "--eval-size", "8", "--num-envs", "2"]
+    again = main([*args, "--resume"])
+    assert again["env_steps"] > m["env_steps"]  # the resumed model keeps its step count and adds to it
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # ----------------------------------------------------------------------------- known answers for the RL math

@@ -33,7 +33,8 @@ class Args:
     device: str = "cpu"  # device of the vector env
     sizes: str = "1024,16384"  # comma-separated numbers of environments
     peer_seconds: float = 5.0  # time budget per measurement (seconds)
-    skip: str = ""  # comma-separated parts to skip: solver,generator,vector
+    skip: str = ""  # comma-separated parts to skip: solver,generator,vector,load
+    load_lines: int = 200_000  # lines of the Sudoku-Extreme-style CSV that the file-loading benchmark reads
 
 
 def rate(fn, items, budget: float) -> tuple[float, int]:
@@ -125,6 +126,30 @@ def bench_vector(sizes: list[int], device: str, seconds: float) -> None:
         print(f"{n:6d} {ours:12.0f} {peer:14.0f} {ours / peer:7.0f}x")
 
 
+def bench_load(lines: int) -> None:
+    """``sudoku.load`` of a ``lines``-line CSV against parsing and checking it line by line in Python."""
+    import tempfile
+
+    p, s = sudoku.generate(min(lines, 2000), "medium", seed=0)
+    rows = [f"bench,{a},{b},0" for a, b in zip(sudoku.format(p), sudoku.format(s), strict=True)]
+    rows = (rows * (lines // len(rows) + 1))[:lines]
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/puzzles.csv"
+        with open(path, "w") as f:
+            f.write("source,question,answer,rating\n" + "\n".join(rows) + "\n")
+        t0 = time.perf_counter()
+        sudoku.load(path)
+        ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for row in rows:  # the baseline: one parse and one conflict check per line, then one batched solve
+        _, q, a, _ = row.split(",")
+        sudoku.parse(q)
+        sudoku.is_solution(sudoku.parse(q), sudoku.parse(a, check=False))
+    base = time.perf_counter() - t0
+    print(f"\nload {lines:,} CSV lines: {ours:.1f} s; line-by-line parse and check (without the solve): {base:.1f} s; "
+          f"ratio {base / ours:.1f}x")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = cli.parse(Args, argv, description=__doc__)
     skip = set(filter(None, args.skip.split(",")))
@@ -134,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_solver(args.peer_seconds)
     if "generator" not in skip:
         bench_generator(args.peer_seconds)
+    if "load" not in skip:
+        bench_load(args.load_lines)
     if "vector" not in skip:
         bench_vector([int(x) for x in args.sizes.split(",")], args.device, args.peer_seconds)
 
