@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,9 @@ from agents.runner import run_episodes
 from envs import sudoku
 from train import cli
 from train.held_out import benchmark_set
-from train.run_folder import atomic_write_json, atomic_write_text, check_device, run_info
+from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
+from trm.checkpoint import atomic_write
 
 COLUMNS = ["agent", "tier", "solve_rate", "solve_lo", "solve_hi", "cell_accuracy", "cell_lo", "cell_hi"]
 COLUMNS += ["mean_steps", "forward_passes", "search_nodes", "dead_compute_share", "puzzles"]
@@ -174,10 +174,8 @@ def plots(out: Path, curves: dict, sweep: dict, rows: list[dict], plot_tier: str
     import matplotlib.pyplot as plt
 
     def save(fig: Any, name: str) -> None:
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        atomic_write(out / name, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
         plt.close(fig)
-        os.replace(tmp, out / name)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for agent, c in curves.items():
@@ -287,8 +285,22 @@ def main(argv: list[str] | None = None) -> dict:
     args.plot_tier = args.plot_tier or tiers[min(1, len(tiers) - 1)]
     max_steps = max([args.max_steps] + [a.max_steps for a in built.values() if a.max_steps is not None])
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
+    try:
+        with RunFolder(out, catch_signals=False):  # one live benchmark per folder; Ctrl-C stops it, writing nothing
+            payload = play_and_write(args, built, sets, tiers, seeds, max_steps)
+    except RunFolderBusy as e:
+        raise SystemExit(f"error: {e}") from None
+    print(
+        f"\n{markdown(payload['rows'], payload['timing'], payload['settings'])}\nwrote {out}/table.md, results.csv, "
+        f"timing.csv, results.json and plots in {time.perf_counter() - t_all:.0f} s"
+    )
+    return payload
+
+
+def play_and_write(args: Args, built: dict, sets: dict, tiers: list[str], seeds: list[int], max_steps: int) -> dict:
+    """Play every agent, then write the table, CSVs, JSON and plots; returns the JSON payload."""
+    out = Path(args.out)
     rows, timing, curves = play_all(built, sets, tiers, seeds, args, max_steps)
     sweep = guidance_sweep(built, sets, args.plot_tier, seeds, args, max_steps)
     settings = {"puzzles": args.puzzles, "seeds": seeds, "tiers": tiers, "agents": list(built), "max_steps": max_steps}
@@ -303,10 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_outputs(out, rows, timing, payload)
     plots(out, curves, sweep, rows, args.plot_tier)
-    print(
-        f"\n{markdown(rows, timing, settings)}\nwrote {out}/table.md, results.csv, timing.csv, results.json and plots "
-        f"in {time.perf_counter() - t_all:.0f} s"
-    )
+    payload["timing"] = timing
     return payload
 
 

@@ -241,12 +241,14 @@ class RunFolder:
 
     ``lead=False`` (every rank but 0 of a multi-process run) takes no lock and writes
     nothing. Inside the ``with`` block, SIGINT and SIGTERM set ``stop_requested``
-    instead of raising, so the training loop can end its update and save.
+    instead of raising, so the training loop can end its update and save
+    (``catch_signals=False`` leaves them alone, for jobs that have nothing to save).
     """
 
-    def __init__(self, out: str | os.PathLike, *, lead: bool = True) -> None:
+    def __init__(self, out: str | os.PathLike, *, lead: bool = True, catch_signals: bool = True) -> None:
         self.path = Path(out)
         self.lead = lead
+        self.catch_signals = catch_signals
         self.stop_requested = False
         self._lock_fd: int | None = None
         self._writer: Any = None
@@ -290,7 +292,7 @@ class RunFolder:
         self._lock_fd = fd
 
     def _catch_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.catch_signals or threading.current_thread() is not threading.main_thread():
             return
 
         def request_stop(signum: int, frame: Any) -> None:

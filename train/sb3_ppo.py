@@ -48,8 +48,12 @@ def save_model(model: Any, path: Path) -> None:
     """``model.save`` through a unique temporary name (SB3 appends ``.zip`` to names without it)."""
 
     def write(tmp: Path) -> None:
-        model.save(tmp.with_suffix(".zip"))
-        tmp.with_suffix(".zip").replace(tmp)
+        staged = tmp.with_suffix(".zip")
+        try:
+            model.save(staged)
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
 
     atomic_write(path, write)
 
