@@ -73,3 +73,20 @@ def test_resume_refuses_other_data_listing_every_difference(tmp_path, capsys):
     supervised.train("dis", args)
     with pytest.raises(ValueError, match=r"difficulty: 'easy' -> 'hard'; .*seed: 0 -> 1"):
         supervised.train("dis", [*args, "--resume", "--seed", "1", "--difficulty", "hard"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_marks_metrics_interrupted_and_exits_130_without_a_traceback(sig, tmp_path):
+    out = tmp_path / "run"
+    cmd = _cmd("train/train_dis.py", out, [*TINY, "--steps", "100000"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 300
+    while _saved_count(out / "checkpoint.pt", "batch") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and metrics["batches"] == load_checkpoint(out / "checkpoint.pt")["state"]["batch"]
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
