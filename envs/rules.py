@@ -118,6 +118,26 @@ def conflict_mask_packed(grid: Any) -> Any:
     return (((rc & w).reshape(*lead, 3, 3, 3, 3) | box).reshape(*lead, 81)) != 0
 
 
+def cell_scores(puzzle: Any, answer: Any, solution: Any | None, mode: str) -> tuple[Any, Any, Any]:
+    """Per-cell terms of the potential: ``(cells (..., 81) bool, solved (...), conflicts (...))``.
+
+    ``cells[i]`` is 1 when blank cell ``i`` counts towards ``C(a)`` (equals the solution, or
+    with the verifier holds a digit that conflicts with nothing), so ``C(a) = cells.sum(-1)``
+    and the reward splits into per-cell terms ``(cells' - cells) / B`` plus the shared
+    solve bonus and step cost. Works on numpy arrays and torch tensors alike.
+    """
+    blank = puzzle == 0
+    bad = conflict_mask(answer)
+    n_conflicts = bad.sum(-1)
+    if mode == "solution":
+        right = answer == solution
+        return right & blank, right.sum(-1) == 81, n_conflicts
+    if mode == "verifier":
+        ok = (answer > 0) & ~bad
+        return ok & blank, ok.all(-1), n_conflicts
+    raise ValueError(f"reward_mode must be 'solution' or 'verifier', got {mode!r}")
+
+
 def score(
     puzzle: Any,
     answer: Any,
@@ -136,13 +156,5 @@ def score(
 
     ``conflicts`` is the number of filled cells in conflict, in both modes.
     """
-    blank = puzzle == 0
-    bad = conflict_mask(answer)
-    n_conflicts = bad.sum(-1)
-    if mode == "solution":
-        right = answer == solution
-        return (right & blank).sum(-1), right.sum(-1) == 81, n_conflicts
-    if mode == "verifier":
-        ok = (answer > 0) & ~bad
-        return (ok & blank).sum(-1), ok.all(-1), n_conflicts
-    raise ValueError(f"reward_mode must be 'solution' or 'verifier', got {mode!r}")
+    cells, solved, n_conflicts = cell_scores(puzzle, answer, solution, mode)
+    return cells.sum(-1), solved, n_conflicts

@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from envs import augmentation, render
 from envs.puzzle_pool import PuzzlePool, make_pool
-from envs.rules import score
+from envs.rules import cell_scores
 
 REWARD_MODES = ("solution", "verifier")
 
@@ -103,7 +103,11 @@ class LatentReasoningSudokuEnv(gym.Env):
 
     ``cell_accuracy`` (fraction of blanks equal to the solution; NaN when the pool is
     label-free), ``score`` (``C(a)/B``), ``solved``, ``conflicts`` (filled cells in
-    conflict), ``step``, and ``solution`` only with ``teacher=True``.
+    conflict), ``step``, and ``solution`` only with ``teacher=True``. After a step,
+    ``cell_reward`` ``(81,)``: the per-cell part of the reward, ``(c_i(a') - c_i(a)) / B``
+    with ``c_i`` cell ``i``'s term of ``C`` (in both reward modes), so that
+    ``reward = cell_reward.sum() + bonus term - step_cost``; a factorised policy can give
+    each cell its own credit.
 
     ## Arguments
 
@@ -186,9 +190,9 @@ class LatentReasoningSudokuEnv(gym.Env):
             info["solution"] = self._solution.copy()
         return info
 
-    def _evaluate(self) -> tuple[int, bool, int]:
-        s, solved, conf = score(self._puzzle, self._answer, self._solution, self.reward_mode)
-        return int(s), bool(solved), int(conf)
+    def _evaluate(self) -> tuple[np.ndarray, bool, int]:
+        cells, solved, conf = cell_scores(self._puzzle, self._answer, self._solution, self.reward_mode)
+        return cells, bool(solved), int(conf)
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -219,6 +223,7 @@ class LatentReasoningSudokuEnv(gym.Env):
         self._t = 0
         self._done = False
         self._score = 0  # C(a_0) = 0: every blank of a_0 is undecided
+        self._cells = np.zeros(81, dtype=bool)
         _, solved, conf = self._evaluate()
         self._solved = solved
         return self._obs(), self._info(0, solved, conf)
@@ -237,14 +242,18 @@ class LatentReasoningSudokuEnv(gym.Env):
             raise ValueError("action cells must lie in 0..9 and the halt flag in {0, 1}")
         self._answer = np.where(self._puzzle > 0, self._puzzle, a[:81].astype(np.int64))
         self._t += 1
-        new_score, solved, conf = self._evaluate()
+        cells, solved, conf = self._evaluate()
+        new_score = int(cells.sum())
         blanks = max(int((self._puzzle == 0).sum()), 1)
+        cell_reward = (cells.astype(np.float64) - self._cells) / blanks
         reward = (new_score - self._score) / blanks + self.solve_bonus * (solved - self._solved) - self.step_cost
-        self._score, self._solved = new_score, solved
+        self._score, self._solved, self._cells = new_score, solved, cells
         terminated = bool((solved and self.terminate_on_solve) or a[81] == 1)
         truncated = bool(self._t >= self.max_steps and not terminated)
         self._done = terminated or truncated
-        return self._obs(), float(reward), terminated, truncated, self._info(new_score, solved, conf)
+        info = self._info(new_score, solved, conf)
+        info["cell_reward"] = cell_reward
+        return self._obs(), float(reward), terminated, truncated, info
 
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None or self._puzzle is None:

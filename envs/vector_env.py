@@ -20,7 +20,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs import augmentation
 from envs.puzzle_pool import PuzzlePool, make_pool
-from envs.rules import score
+from envs.rules import cell_scores
 from envs.sudoku_env import check_settings, check_types, make_spaces
 
 
@@ -33,7 +33,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
     ``step (N,)`` int64 tensors; actions are an integer tensor (or array) ``(N, 82)``.
     Rewards are float32 ``(N,)``; ``terminated`` and ``truncated`` are bool ``(N,)``.
     Info: ``cell_accuracy``, ``score``, ``solved``, ``conflicts``, ``step`` (tensors
-    ``(N,)``) and, with ``teacher=True``, ``solution`` ``(N, 81)``: the solution of the
+    ``(N,)``), after a step ``cell_reward`` ``(N, 81)`` (the per-cell part of the reward of
+    the transition) and, with ``teacher=True``, ``solution`` ``(N, 81)``: the solution of the
     puzzle in the *returned* observation (the new episode's, where one started).
 
     Returned tensors are never modified afterwards (state is updated out of place or
@@ -104,6 +105,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer = torch.zeros(n, 81, dtype=torch.long, device=d)
         self.t = torch.zeros(n, dtype=torch.long, device=d)
         self._score = torch.zeros(n, dtype=torch.long, device=d)
+        self._cells = torch.zeros(n, 81, dtype=torch.bool, device=d)
         self._solved = torch.zeros(n, dtype=torch.bool, device=d)
         self._blanks = torch.ones(n, dtype=torch.float32, device=d)
         self._given = torch.zeros(n, 81, dtype=torch.bool, device=d)
@@ -135,6 +137,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.answer[rows] = p
         self.t[rows] = 0
         self._score[rows] = 0  # C(a_0) = 0
+        self._cells[rows] = False
         self._solved = self._solved.clone()  # the old tensor was handed out as info["solved"]
         self._solved[rows] = False  # a puzzle always has a blank
         self._given[rows] = p > 0
@@ -162,7 +165,7 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
 
     def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sol = self.solution if self.reward_mode == "solution" else None
-        return score(self.puzzle, self.answer, sol, self.reward_mode)
+        return cell_scores(self.puzzle, self.answer, sol, self.reward_mode)
 
     # ------------------------------------------------------------------ API
     def get_rng_state(self) -> torch.Tensor:
@@ -210,13 +213,16 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
                 raise ValueError("action cells must lie in 0..9 and the halt flag in {0, 1}")
         self.answer = torch.where(self._given, self.puzzle, a[:, :81])
         self.t = self.t + 1
-        new_score, solved, conflicts = self._evaluate()
+        cells, solved, conflicts = self._evaluate()
+        new_score = cells.sum(-1)
+        cell_reward = (cells.float() - self._cells.float()) / self._blanks[:, None]
         bonus = self.solve_bonus * (solved.float() - self._solved.float())
         reward = (new_score - self._score).float() / self._blanks + bonus - self.step_cost
-        self._score, self._solved = new_score, solved
+        self._score, self._solved, self._cells = new_score, solved, cells
         terminated = (solved & self.terminate_on_solve) | (a[:, 81] == 1)
         truncated = (self.t >= self.max_steps) & ~terminated
         info = self._info(solved, conflicts)
+        info["cell_reward"] = cell_reward
         done = terminated | truncated
         info["final_obs"] = self._obs()
         info["_final_obs"] = done

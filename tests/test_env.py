@@ -273,3 +273,31 @@ def test_vector_env_autoresets_and_augments_on_device():
     assert torch.allclose(r[:32], torch.full((32,), 2.0))
     # the teacher's solution belongs to the returned observation, new episodes included
     assert np.all(sudoku.is_solution(nobs["puzzle"].numpy(), info2["solution"].numpy()))
+
+
+@pytest.mark.parametrize("mode", ["solution", "verifier"])
+def test_cell_rewards_and_the_shared_terms_sum_to_the_reward_in_both_envs(real_unique, mode):
+    puzzles, solutions = real_unique
+    kw = {"puzzles": (puzzles, solutions), "reward_mode": mode, "step_cost": 0.03, "solve_bonus": 0.5, "max_steps": 6}
+    env = LatentReasoningSudokuEnv(**kw, terminate_on_solve=False, teacher=True)
+    venv = LatentReasoningSudokuVectorEnv(num_envs=3, **kw, terminate_on_solve=False, teacher=True)
+    obs, info = env.reset(seed=0)
+    vobs, vinfo = venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    solved_before, vsolved_before = False, vinfo["solved"]
+    for t in range(5):
+        # a mix of right digits, wrong digits and blanks, then the solution at step 4
+        answer = np.where(rng.random(81) < 0.5, info["solution"], rng.integers(0, 10, 81))
+        answer = info["solution"] if t == 3 else answer
+        obs, reward, _, _, info_new = env.step(act(answer))
+        shared = 0.5 * (float(info_new["solved"]) - float(solved_before)) - 0.03
+        assert info_new["cell_reward"].shape == (81,)
+        assert info_new["cell_reward"].sum() + shared == pytest.approx(reward)
+        assert set(np.unique(np.abs(info_new["cell_reward"]) * (obs["puzzle"] == 0).sum())) <= {0.0, 1.0}
+        solved_before, info = info_new["solved"], {**info_new, "solution": info["solution"]}
+        vact = torch.from_numpy(np.where(rng.random((3, 81)) < 0.5, vinfo["solution"].numpy(), rng.integers(0, 10, (3, 81))))
+        vobs, vreward, _, _, vnew = venv.step(torch.cat([vact, torch.zeros(3, 1, dtype=torch.long)], 1))
+        vshared = 0.5 * (vnew["solved"].float() - vsolved_before.float()) - 0.03
+        assert vnew["cell_reward"].shape == (3, 81)
+        assert torch.allclose(vnew["cell_reward"].sum(-1) + vshared, vreward, atol=1e-6)
+        vsolved_before, vinfo = vnew["solved"], vnew
