@@ -118,7 +118,7 @@ def test_nan_loss_is_reported_as_divergence():
         ppo.update(policy, opt, buf, ppo.parse_args([]), ppo.Dist(), torch.Generator().manual_seed(0))
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, out: str) -> None:
+def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, out: str, extra: list) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
@@ -132,7 +132,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, o
         ddp_policy,
         opt,
         part,
-        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9"]),
+        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra]),
         ppo.Dist(rank, world),
         torch.Generator().manual_seed(3),
         rows,
@@ -143,6 +143,11 @@ def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, o
 
 @pytest.mark.slow
 def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_batch(tmp_path):
+    _two_ranks_against_one(tmp_path, [])
+
+
+def _two_ranks_against_one(tmp_path, extra: list[str]) -> None:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
     with torch.no_grad():
@@ -159,11 +164,12 @@ def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_bat
         single,
         opt,
         buf,
-        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9"]),
+        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra]),
         ppo.Dist(),
         torch.Generator().manual_seed(3),
     )
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), state, buf, str(tmp_path / "p")), nprocs=2)
+    spawn_args = (2, str(tmp_path / "init"), state, buf, str(tmp_path / "p"), extra)
+    torch.multiprocessing.spawn(_ddp_worker, args=spawn_args, nprocs=2)
     r0, r1 = torch.load(f"{tmp_path / 'p'}.0"), torch.load(f"{tmp_path / 'p'}.1")
     moved = False
     for k, v in single.state_dict().items():
@@ -255,3 +261,58 @@ def test_pi_weights_use_the_global_maximum():
     adv = torch.tensor([0.0, math.log(3.0)])
     loss = ppo.policy_loss(torch.ones(2), torch.zeros(2), adv, adv, args, ppo.Dist(), torch.tensor(2.0))
     assert torch.allclose(-loss, torch.tensor([0.5, 1.5]))  # exp(A) normalised to mean 1, times log pi = 1
+
+
+def test_per_cell_credit_gives_each_cell_its_own_return_and_the_halt_the_shared_part():
+    # one episode of two steps over two blank cells (B = 2), then a masked step
+    buf = {
+        "cell_reward": torch.tensor([[[0.5, 0.0]], [[-0.5, 0.5]], [[0.0, 0.0]]]),
+        "reward": torch.tensor([[0.4], [0.9], [0.0]]),  # cells + solve bonus 1 at t=1 - step cost 0.1
+        "value": torch.zeros(3, 1),
+        "cell_value": torch.tensor([[[0.2, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]]]),
+        "done": torch.tensor([[False], [True], [False]]),
+        "valid": torch.tensor([[True], [True], [False]]),
+        "blank": torch.ones(3, 1, 2, dtype=torch.bool),
+    }
+    adv = ppo.advantages(buf, ppo.parse_args(["--credit", "cell"]), ppo.Dist())
+    # cell returns: G_1 = [-0.5, 0.5], G_0 = [0.5 - 0.5, 0 + 0.5]; minus the cell baselines
+    assert torch.allclose(adv.cell_ret[:2, 0], torch.tensor([[0.0, 0.5], [-0.5, 0.5]]), atol=1e-6)
+    assert torch.allclose(adv.cell[:2, 0], torch.tensor([[-0.2, 0.5], [-0.5, 0.5]]), atol=1e-6)
+    # the shared part (bonus and step cost) credits the halt: -0.1 then 0.9
+    assert torch.allclose(adv.step_ret[:, 0], torch.tensor([0.8, 0.9, 0.0]), atol=1e-6)
+    assert adv.cell[2].abs().sum() == 0 and adv.step[2].abs().sum() == 0
+    joint = ppo.advantages(buf, ppo.parse_args([]), ppo.Dist())
+    assert joint.cell is None and torch.allclose(joint.step_ret[:, 0], torch.tensor([1.3, 0.9, 0.0]), atol=1e-6)
+
+
+def test_with_previous_answer_input_the_sampled_action_changes_the_next_steps_logits():
+    torch.manual_seed(0)
+    for mode, depends in (("previous_answer", True), ("puzzle", False)):
+        policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1, input_mode=mode)))
+        venv = ppo.LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
+        venv.reset(seed=0)
+        buf = ppo.rollout(policy, venv, "stablemax")
+        blank = buf["blank"][1]
+        # the step-2 input holds the step-1 sample on the blanks exactly when the policy reads its answer
+        assert torch.equal(buf["tokens"][1][blank], buf["cells"][0][blank]) == depends
+        tokens, other = buf["tokens"][1], buf["tokens"][1].clone()
+        other[blank] = other[blank] % 9 + 1  # another action at step 1
+        step = torch.full((4,), 2)
+        a = policy(tokens if depends else buf["tokens"][1], buf["y"][1], buf["z"][1], step).logits
+        b = policy(other if depends else buf["tokens"][1], buf["y"][1], buf["z"][1], step).logits
+        assert (not torch.allclose(a, b)) == depends
+
+
+def test_stablemax_sampling_is_the_distribution_the_supervised_loss_trained():
+    logits = torch.tensor([[[3.0, 0.0, -1.0] + [-2.0] * 7]])
+    p = ppo.cell_log_probs(logits, "stablemax").exp()[0, 0]
+    s = torch.tensor([4.0, 1.0, 0.5] + [1 / 3] * 7)
+    assert torch.allclose(p, s / s.sum(), atol=1e-6)
+    assert ppo.cell_log_probs(logits, "softmax", temperature=2.0).exp()[0, 0].argmax() == 0
+    assert torch.allclose(ppo.cell_log_probs(logits, "softmax", 2.0), torch.log_softmax(logits / 2, -1))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_rank_under_the_pi_objective_and_per_cell_credit(tmp_path):
+    for extra in (["--objective", "pi"], ["--credit", "cell"]):
+        _two_ranks_against_one(tmp_path / extra[1], extra)

@@ -56,7 +56,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -85,6 +85,7 @@ from train.run_folder import (
 )
 from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
 from trm.config import TRMConfig
+from trm.losses import log_stablemax
 from trm.model import TRM
 
 KIND = "ppo_recursion"
@@ -92,6 +93,7 @@ INIT_KINDS = ("dis", "trm", KIND)
 # settings that define the data or the objective: a --resume must keep them
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
 FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
+FIXED_ON_RESUME += ("credit", "policy_dist", "temperature")
 
 
 @dataclass
@@ -132,6 +134,9 @@ class Args(RunArgs):
     halt_init_weight: float = 10.0  # weight u of the confidence feature at RL start (when it is new)
     terminate_on_solve: bool = False  # end an episode when solved (default: only the halt action or n_sup ends it)
     pooled_halt: bool = False  # halting head reads only mean_L y (TRM's); start it with --halt-init-bias -2
+    policy_dist: Literal["softmax", "stablemax"] = "softmax"  # the cells' sampling distribution over the logits
+    temperature: float = 1.0  # the logits are divided by this before the distribution
+    credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
 
     def validate(self) -> None:
         super().validate()
@@ -151,6 +156,10 @@ class Args(RunArgs):
                              "policies only undiscounted; use --gamma 1")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
+        if self.credit == "cell" and self.objective != "ppo":
+            raise ValueError("--credit cell is implemented for --objective ppo")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"--temperature must be a finite number above 0, got {self.temperature}")
         if self.beta <= 0:
             raise ValueError(f"--beta must be above 0, got {self.beta}")
         if not self.init_from and not self.warm_minutes > 0:
@@ -201,44 +210,96 @@ def init_distributed(device: str) -> Dist:
 # ----------------------------------------------------------------------------- policy
 
 
+class PolicyStep(NamedTuple):
+    """One recursion step of the policy: ``logits (B, 81, 10)``, halt logit ``q (B,)``, pooled ``value (B,)``,
+    per-cell ``cell_value (B, 81)`` and the new latents ``y, z (B, 81, D)`` (a tuple, so DDP finds the tensors)."""
+
+    logits: torch.Tensor
+    q: torch.Tensor
+    value: torch.Tensor
+    cell_value: torch.Tensor
+    y: torch.Tensor
+    z: torch.Tensor
+
+
 class RecursionPolicy(nn.Module):
-    """The TRM plus a value head; ``forward`` is one recursion step with its distributions."""
+    """The TRM plus value heads; ``forward`` is one recursion step with its distributions.
+
+    ``value = v(mean_L y')`` is the baseline of the whole step (and of the halt under
+    per-cell credit); ``cell_value_i = v_c(y'_i)`` is cell ``i``'s own baseline. Both read
+    the latents after the step, a function of the state alone (not of the sampled action).
+    """
 
     def __init__(self, model: TRM) -> None:
         super().__init__()
         self.trm = model
         self.value = nn.Linear(model.cfg.hidden, 1)
-        nn.init.zeros_(self.value.weight)
-        nn.init.zeros_(self.value.bias)
+        self.cell_value = nn.Linear(model.cfg.hidden, 1)
+        for head in (self.value, self.cell_value):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
-    def forward(
-        self, tokens: torch.Tensor, y: torch.Tensor, z: torch.Tensor, step: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(cell logits (B, 81, 10), halt logit (B,), value (B,), y', z')`` for one step."""
+    def forward(self, tokens: torch.Tensor, y: torch.Tensor, z: torch.Tensor, step: torch.Tensor) -> PolicyStep:
         out = self.trm.step(tokens, y, z, step=step if self.trm.cfg.step_embedding else None)
-        return out.logits.float(), out.q.float(), self.value(out.y.mean(1)).squeeze(-1), out.y, out.z
+        value = self.value(out.y.mean(1)).squeeze(-1)
+        return PolicyStep(out.logits.float(), out.q.float(), value, self.cell_value(out.y).squeeze(-1), out.y, out.z)
 
 
 # ----------------------------------------------------------------------------- log-probability
 
 
-def log_prob_entropy(
-    logits: torch.Tensor, q: torch.Tensor, cells: torch.Tensor, halt: torch.Tensor, blank: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log pi(a | s)`` and the policy entropy per sample ``(B,)``.
+def cell_log_probs(logits: torch.Tensor, dist: str = "softmax", temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities ``(B, 81, 10)`` of each cell's digit: ``log softmax(l / T)`` or ``log stablemax(l / T)``.
 
-    ``log pi(a | s) = sum over blank cells i of log softmax(logits_i)[cells_i] + log Bern(halt; sigmoid(q))``;
-    the entropy is the mean per-blank categorical entropy (nats) plus the halt flag's.
-    Shapes: ``logits (B, 81, 10)``, ``q (B,)``, ``cells (B, 81)``, ``halt (B,)``, ``blank (B, 81)``.
+    Stable-max (``s(x) = x + 1`` for ``x >= 0``, ``1 / (1 - x)`` below, normalised) is the
+    distribution DIS and TRM train with; softmax of the same logits is far sharper.
     """
-    logp_all = torch.log_softmax(logits, -1)
-    cell_logp = logp_all.gather(-1, cells[..., None]).squeeze(-1)
-    cell_ent = -(logp_all.exp() * logp_all).sum(-1)
+    scaled = logits / temperature
+    return log_stablemax(scaled).float() if dist == "stablemax" else torch.log_softmax(scaled, -1)
+
+
+@dataclass
+class Factored:
+    """The factorised policy's pieces per sample: ``cell_logp (B, 81)`` (0 off the blanks), ``halt_logp (B,)``,
+    ``cell_entropy (B,)`` (mean over blanks, nats) and ``halt_entropy (B,)``."""
+
+    cell_logp: torch.Tensor
+    halt_logp: torch.Tensor
+    cell_entropy: torch.Tensor
+    halt_entropy: torch.Tensor
+
+
+def factored_log_probs(
+    logp_all: torch.Tensor, q: torch.Tensor, cells: torch.Tensor, halt: torch.Tensor, blank: torch.Tensor
+) -> Factored:
+    """Per-cell and halt log-probabilities and entropies of actions ``cells (B, 81)``, ``halt (B,)``."""
+    bl = blank.float()
+    cell_logp = logp_all.gather(-1, cells[..., None]).squeeze(-1) * bl
+    cell_ent = (-(logp_all.exp() * logp_all).sum(-1) * bl).sum(-1) / bl.sum(-1).clamp(min=1)
     halt_logp = -F.binary_cross_entropy_with_logits(q, halt.float(), reduction="none")
     p = torch.sigmoid(q)
     halt_ent = -(p * F.logsigmoid(q) + (1 - p) * F.logsigmoid(-q))
-    bl = blank.float()
-    return (cell_logp * bl).sum(-1) + halt_logp, (cell_ent * bl).sum(-1) / bl.sum(-1).clamp(min=1) + halt_ent
+    return Factored(cell_logp, halt_logp, cell_ent, halt_ent)
+
+
+def log_prob_entropy(
+    logits: torch.Tensor,
+    q: torch.Tensor,
+    cells: torch.Tensor,
+    halt: torch.Tensor,
+    blank: torch.Tensor,
+    dist: str = "softmax",
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log pi(a | s)`` and the policy entropy per sample ``(B,)``.
+
+    ``log pi(a | s) = sum over blank cells i of log p_i[cells_i] + log Bern(halt; sigmoid(q))`` with
+    ``p_i`` from :func:`cell_log_probs`; the entropy is the mean per-blank categorical
+    entropy (nats) plus the halt flag's.
+    Shapes: ``logits (B, 81, 10)``, ``q (B,)``, ``cells (B, 81)``, ``halt (B,)``, ``blank (B, 81)``.
+    """
+    f = factored_log_probs(cell_log_probs(logits, dist, temperature), q, cells, halt, blank)
+    return f.cell_logp.sum(-1) + f.halt_logp, f.cell_entropy + f.halt_entropy
 
 
 # ----------------------------------------------------------------------------- rollout
@@ -256,20 +317,31 @@ def rollout_buffer(horizon: int, n: int, hidden: int, dev: torch.device | str) -
         "cells": torch.zeros(*shape, 81, **long),
         "halt": torch.zeros(*shape, **long),
         "logp": torch.zeros(*shape, device=dev),
+        "cell_logp": torch.zeros(*shape, 81, device=dev),
+        "halt_logp": torch.zeros(*shape, device=dev),
         "value": torch.zeros(*shape, device=dev),
+        "cell_value": torch.zeros(*shape, 81, device=dev),
         "reward": torch.zeros(*shape, device=dev),
+        "cell_reward": torch.zeros(*shape, 81, device=dev),
+        "entropy": torch.zeros(*shape, device=dev),
         "done": torch.zeros(*shape, **flag),
         "valid": torch.zeros(*shape, **flag),
     }
 
 
 @torch.no_grad()
-def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> dict[str, torch.Tensor]:
+def rollout(
+    policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv, dist: str = "softmax", temperature: float = 1.0
+) -> dict[str, torch.Tensor]:
     """One episode per environment; the network runs only on the episodes still going.
 
-    Returns tensors indexed ``[t, env]`` (``t < n_sup``): inputs ``tokens``, ``y``, ``z``,
-    ``blank``, actions ``cells``/``halt``, ``logp``, ``value``, ``reward``, ``done``,
-    ``valid`` (the episode was running at step t), and ``solved``/``steps`` per env.
+    The policy's input at each step is the observation (with ``input_mode="previous_answer"``
+    its ``answer``: the action sampled at the step before). Returns tensors indexed
+    ``[t, env]`` (``t < n_sup``): inputs ``tokens``, ``y``, ``z``, ``blank``, actions
+    ``cells``/``halt``, their ``logp`` (and its parts ``cell_logp``, ``halt_logp``),
+    ``value``, ``cell_value``, ``reward``, ``cell_reward`` (the env's per-cell part),
+    per-blank ``entropy``, ``done``, ``valid`` (the episode was running at step t), and
+    ``solved``/``steps`` per env.
     """
     cfg = policy.trm.cfg
     n, dev = venv.num_envs, venv.device
@@ -285,18 +357,22 @@ def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> di
         blank = obs["puzzle"][idx] == 0
         buf["tokens"][t, idx], buf["blank"][t, idx] = tokens[idx], blank
         buf["y"][t, idx], buf["z"][t, idx] = y[idx], z[idx]
-        logits, q, value, y_new, z_new = policy(tokens[idx], y[idx], z[idx], torch.full((idx.numel(),), t + 1, device=dev))
-        cells = torch.distributions.Categorical(logits=logits).sample()
-        halt = torch.bernoulli(torch.sigmoid(q)).long()
-        logp, _ = log_prob_entropy(logits, q, cells, halt, blank)
-        y[idx], z[idx] = y_new, z_new
+        out = policy(tokens[idx], y[idx], z[idx], torch.full((idx.numel(),), t + 1, device=dev))
+        logp_all = cell_log_probs(out.logits, dist, temperature)
+        cells = torch.distributions.Categorical(logits=logp_all).sample()
+        halt = torch.bernoulli(torch.sigmoid(out.q)).long()
+        f = factored_log_probs(logp_all, out.q, cells, halt, blank)
+        y[idx], z[idx] = out.y, out.z
         action = torch.zeros(n, 82, dtype=torch.long, device=dev)
         action[idx, :81], action[idx, 81] = cells, halt
         obs, reward, term, trunc, info = venv.step(action)
         done = (term | trunc) & alive
         buf["cells"][t, idx], buf["halt"][t, idx] = cells, halt
-        buf["logp"][t, idx], buf["value"][t, idx] = logp, value
+        buf["logp"][t, idx] = f.cell_logp.sum(-1) + f.halt_logp
+        buf["cell_logp"][t, idx], buf["halt_logp"][t, idx], buf["entropy"][t, idx] = f.cell_logp, f.halt_logp, f.cell_entropy
+        buf["value"][t, idx], buf["cell_value"][t, idx] = out.value, out.cell_value
         buf["reward"][t], buf["done"][t], buf["valid"][t] = torch.where(alive, reward, 0), done, alive
+        buf["cell_reward"][t] = torch.where(alive[:, None], info["cell_reward"], 0)
         solved = torch.where(done, info["solved"], solved)
         steps += alive.float()
         alive &= ~done
@@ -309,47 +385,125 @@ def rollout(policy: RecursionPolicy, venv: LatentReasoningSudokuVectorEnv) -> di
 # ----------------------------------------------------------------------------- advantages
 
 
-def gae(buf: dict[str, torch.Tensor], gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages and returns ``[t, env]`` by generalised advantage estimation.
+def gae(
+    buf: dict[str, torch.Tensor],
+    gamma: float,
+    lam: float,
+    reward: torch.Tensor | None = None,
+    value: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns ``[t, env, ...]`` by generalised advantage estimation.
 
     ``delta_t = r_t + gamma V_{t+1} (1 - done_t) - V_t``, ``A_t = delta_t + gamma lam (1 - done_t) A_{t+1}``,
     returns ``A_t + V_t``; steps outside an episode (``valid`` false) get 0, and an
-    episode's last step bootstraps from 0.
+    episode's last step bootstraps from 0. ``reward`` and ``value`` default to the
+    buffer's; they may carry trailing dimensions (per-cell terms ``[t, env, 81]``).
     """
-    horizon = buf["reward"].shape[0]
-    adv = torch.zeros_like(buf["reward"])
-    next_adv = torch.zeros_like(buf["reward"][0])
+    reward = buf["reward"] if reward is None else reward
+    value = buf["value"] if value is None else value
+    extra = (1,) * (reward.dim() - 2)
+    adv = torch.zeros_like(reward)
+    next_adv = torch.zeros_like(reward[0])
     next_value = torch.zeros_like(next_adv)
-    for t in reversed(range(horizon)):
-        cont = (~buf["done"][t]).float()
-        delta = buf["reward"][t] + gamma * next_value * cont - buf["value"][t]
-        next_adv = torch.where(buf["valid"][t], delta + gamma * lam * cont * next_adv, 0)
+    for t in reversed(range(reward.shape[0])):
+        cont = (~buf["done"][t]).float().view(-1, *extra)
+        valid = buf["valid"][t].view(-1, *extra)
+        delta = reward[t] + gamma * next_value * cont - value[t]
+        next_adv = torch.where(valid, delta + gamma * lam * cont * next_adv, 0)
         adv[t] = next_adv
-        next_value = torch.where(buf["valid"][t], buf["value"][t], 0)
-    return adv, adv + buf["value"]
+        next_value = torch.where(valid, value[t], 0)
+    return adv, adv + value
+
+
+@dataclass
+class Advantages:
+    """What the update needs: raw and normalised advantages and value targets.
+
+    Joint credit: ``step``/``step_n``/``step_ret`` ``[t, env]`` for the whole action.
+    Per-cell credit: also ``cell``/``cell_n``/``cell_ret`` ``[t, env, 81]`` (each cell's own
+    return of its per-cell rewards minus its own baseline), while ``step`` is the shared
+    part (solve bonus, step cost) against the pooled baseline, which credits the halt.
+    """
+
+    step: torch.Tensor
+    step_n: torch.Tensor
+    step_ret: torch.Tensor
+    cell: torch.Tensor | None = None
+    cell_n: torch.Tensor | None = None
+    cell_ret: torch.Tensor | None = None
+
+
+def normalised(x: torch.Tensor, mask: torch.Tensor, ddp: Dist) -> torch.Tensor:
+    """``(x - mean) / std`` over the entries where ``mask`` holds, on every process together."""
+    m = mask.float()
+    count = ddp.sum(m.sum()).clamp(min=1)
+    mean = ddp.sum((x * m).sum()) / count
+    std = (ddp.sum((((x - mean) ** 2) * m).sum()) / count).sqrt().clamp(min=1e-6)
+    return (x - mean) / std
+
+
+def advantages(buf: dict[str, torch.Tensor], args: Args, ddp: Dist) -> Advantages:
+    """GAE for the whole step (joint credit), or per cell plus a shared part (per-cell credit)."""
+    valid = buf["valid"]
+    if args.credit == "joint":
+        adv, ret = gae(buf, args.gamma, args.gae_lambda)
+        return Advantages(adv, normalised(adv, valid, ddp), ret)
+    shared = buf["reward"] - buf["cell_reward"].sum(-1)  # solve bonus and step cost
+    adv, ret = gae(buf, args.gamma, args.gae_lambda, reward=shared)
+    cell, cell_ret = gae(buf, args.gamma, args.gae_lambda, reward=buf["cell_reward"], value=buf["cell_value"])
+    cell_mask = valid[..., None] & buf["blank"]
+    return Advantages(adv, normalised(adv, valid, ddp), ret, cell, normalised(cell, cell_mask, ddp), cell_ret)
 
 
 # ----------------------------------------------------------------------------- update
 
 
+def clipped(ratio: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's per-sample loss ``-min(r A, clip(r, 1 - eps, 1 + eps) A)``."""
+    return -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+
+
 def policy_loss(
     logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, adv_n: torch.Tensor, args: Args, ddp: Dist, n_mb: torch.Tensor
 ) -> torch.Tensor:
-    """Per-sample policy loss of one minibatch.
+    """Per-sample policy loss of one minibatch under joint credit.
 
-    ``ppo``: ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` on normalised advantages.
+    ``ppo``: :func:`clipped` on normalised advantages.
     ``pi``: ``-w log pi`` with ``w = exp(A / beta)`` normalised to mean 1 over the global
     minibatch (the maximum subtracted is the global one, so every rank uses the same
     scale) and capped at ``max_weight``.
     """
     if args.objective == "ppo":
-        ratio = (logp - old_logp).exp()
-        return -torch.min(ratio * adv_n, ratio.clamp(1 - args.clip, 1 + args.clip) * adv_n)
+        return clipped((logp - old_logp).exp(), adv_n, args.clip)
     raw = adv / args.beta
     top = raw.max().detach() if raw.numel() else torch.tensor(-math.inf, device=raw.device)
     w = torch.exp(raw - ddp.max(top))
     w = (w / (ddp.sum(w.sum()) / n_mb).clamp(min=1e-12)).clamp(max=args.max_weight).detach()
     return -w * logp
+
+
+def minibatch_loss(
+    policy: nn.Module, buf: dict, at: tuple, adv: Advantages, args: Args, ddp: Dist, n_mb: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-sample loss (policy + value - entropy bonus) on the samples ``at = (t_idx, e_idx)``, and its parts."""
+    t_idx = at[0]
+    out = policy(buf["tokens"][at], buf["y"][at], buf["z"][at], (t_idx + 1).float())
+    blank = buf["blank"][at]
+    f = factored_log_probs(cell_log_probs(out.logits, args.policy_dist, args.temperature), out.q, buf["cells"][at],
+                           buf["halt"][at], blank)
+    logp = f.cell_logp.sum(-1) + f.halt_logp
+    v_loss = 0.5 * (out.value - adv.step_ret[at]) ** 2
+    if adv.cell is None:
+        pg = policy_loss(logp, buf["logp"][at], adv.step[at], adv.step_n[at], args, ddp, n_mb)
+    else:
+        cell_ratio = (f.cell_logp - buf["cell_logp"][at]).exp()
+        pg = (clipped(cell_ratio, adv.cell_n[at], args.clip) * blank).sum(-1)
+        pg = pg + clipped((f.halt_logp - buf["halt_logp"][at]).exp(), adv.step_n[at], args.clip)
+        bl = blank.float()
+        v_loss = v_loss + 0.5 * (((out.cell_value - adv.cell_ret[at]) ** 2) * bl).sum(-1) / bl.sum(-1).clamp(min=1)
+    ent = f.cell_entropy + f.halt_entropy
+    per_sample = pg + args.vf_coef * v_loss - args.ent_coef * ent
+    return per_sample, {"log_ratio": logp - buf["logp"][at], "value_loss": v_loss, "entropy_per_blank": f.cell_entropy}
 
 
 def update(
@@ -368,16 +522,13 @@ def update(
     indices drawn from ``generator`` (the same on every rank), so each minibatch is
     the same set of episodes whatever the number of processes.
     """
-    adv, ret = gae(buf, args.gamma, args.gae_lambda)
+    adv = advantages(buf, args, ddp)
     valid = buf["valid"]
     dev, n_local = valid.device, valid.shape[1]
     rows = torch.arange(n_local, device=dev) if rows is None else rows
     count = ddp.sum(valid.sum().float())
-    mean = ddp.sum((adv * valid).sum()) / count
-    std = (ddp.sum((((adv - mean) ** 2) * valid).sum()) / count).sqrt().clamp(min=1e-6)
-    adv_n = (adv - mean) / std
     n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
-    stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "epochs": 0}
+    stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy_per_blank": 0.0, "epochs": 0}
     module = policy.module if hasattr(policy, "module") else policy
     for _ in range(args.epochs):
         perm_group = torch.empty(n_global, dtype=torch.long)
@@ -385,15 +536,9 @@ def update(
         group = perm_group.to(dev)[rows]
         kl_sum = torch.zeros((), device=dev)
         for g in range(args.minibatches):
-            t_idx, e_idx = (valid & (group == g)[None, :]).nonzero(as_tuple=True)
-            n_mb = ddp.sum(torch.tensor(float(t_idx.numel()), device=dev)).clamp(min=1)
-            at = (t_idx, e_idx)
-            logits, q, value, _, _ = policy(buf["tokens"][at], buf["y"][at], buf["z"][at], (t_idx + 1).float())
-            logp, ent = log_prob_entropy(logits, q, buf["cells"][at], buf["halt"][at], buf["blank"][at])
-            log_ratio = logp - buf["logp"][at]
-            pg = policy_loss(logp, buf["logp"][at], adv[at], adv_n[at], args, ddp, n_mb)
-            v_loss = 0.5 * (value - ret[at]) ** 2
-            per_sample = pg + args.vf_coef * v_loss - args.ent_coef * ent
+            at = (valid & (group == g)[None, :]).nonzero(as_tuple=True)
+            n_mb = ddp.sum(torch.tensor(float(at[0].numel()), device=dev)).clamp(min=1)
+            per_sample, parts = minibatch_loss(policy, buf, at, adv, args, ddp, n_mb)
             # sum over this rank / global count, times world: DDP's gradient average becomes the global mean
             loss = per_sample.sum() / n_mb * ddp.world
             check_finite(loss, "in an RL update")
@@ -403,11 +548,13 @@ def update(
                 nn.utils.clip_grad_norm_(module.parameters(), args.grad_clip)
             opt.step()
             with torch.no_grad():
+                log_ratio = parts["log_ratio"]
                 ratio = log_ratio.exp()
                 kl_sum += ((ratio - 1) - log_ratio).sum()
                 stats["clip_frac"] += float(ddp.sum(((ratio - 1).abs() > args.clip).float().sum()) / count)
-                for key, v in (("loss", per_sample), ("value_loss", v_loss), ("entropy", ent)):
-                    stats[key] += float(ddp.sum(v.sum().detach()) / count)
+                stats["loss"] += float(ddp.sum(per_sample.sum().detach()) / count)
+                for key in ("value_loss", "entropy_per_blank"):
+                    stats[key] += float(ddp.sum(parts[key].sum().detach()) / count)
         kl = float(ddp.sum(kl_sum) / count)
         stats["approx_kl"], stats["epochs"] = kl, stats["epochs"] + 1
         if not math.isfinite(kl) or kl > args.abort_kl:
@@ -477,7 +624,7 @@ def make_optimizer(policy: RecursionPolicy, args: Args) -> torch.optim.Optimizer
     With the confidence feature on, the pooled halting weights ``w`` learn at ``--lr`` with the body.
     """
     model = policy.trm
-    heads = [model.q_head.bias, *policy.value.parameters()]
+    heads = [model.q_head.bias, *policy.value.parameters(), *policy.cell_value.parameters()]
     heads += [model.q_confidence] if model.q_confidence is not None else [model.q_head.weight]
     head_ids = {id(p) for p in heads}
     body = [p for p in policy.parameters() if id(p) not in head_ids]
@@ -511,7 +658,13 @@ def measure(model: TRM, puzzles: np.ndarray, solutions: np.ndarray | None, devic
 
 
 def measure_sampled(
-    policy: RecursionPolicy, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, seed: int = 0
+    policy: RecursionPolicy,
+    puzzles: np.ndarray,
+    solutions: np.ndarray | None,
+    device: str,
+    seed: int = 0,
+    dist: str = "softmax",
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """The stochastic policy itself (sampled cells and halts, as in training) on held-out puzzles.
 
@@ -532,7 +685,7 @@ def measure_sampled(
     policy.trm.reset_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        buf = rollout(policy, venv)
+        buf = rollout(policy, venv, dist, temperature)
     return {
         "solve_rate": float(buf["solved"].float().mean()),
         "forward_passes_per_puzzle": policy.trm.net.sample_calls / len(puzzles),
@@ -540,13 +693,13 @@ def measure_sampled(
     }
 
 
-def evaluate_policy(policy: RecursionPolicy, data: Split, device: str, seed: int) -> dict[str, dict[str, Any]]:
-    """The before/after measurements: greedy with all steps, greedy with Q-head halting, sampled."""
+def evaluate_policy(policy: RecursionPolicy, data: Split, args: Args, device: str) -> dict[str, dict[str, Any]]:
+    """The before/after measurements: greedy with all steps, greedy with Q-head halting, sampled as in training."""
     p, s = data.eval_puzzles, data.eval_solutions
     return {
         "halting": measure(policy.trm, p, s, device, True),
         "fixed": measure(policy.trm, p, s, device, False),
-        "sampled": measure_sampled(policy, p, s, device, seed),
+        "sampled": measure_sampled(policy, p, s, device, args.seed, args.policy_dist, args.temperature),
     }
 
 
@@ -599,6 +752,7 @@ class RLRun:
             "config": self.cfg.to_dict(),
             "model": self.policy.trm.state_dict(),
             "value": self.policy.value.state_dict(),
+            "cell_value": self.policy.cell_value.state_dict(),
             "ema": None,
             "optimizer": self.opt.state_dict(),
             "rng": rng_state(),
@@ -612,6 +766,8 @@ class RLRun:
     def restore(self, ck: dict[str, Any]) -> None:
         self.policy.trm.load_state_dict(ck["model"])
         self.policy.value.load_state_dict(ck["value"])
+        if "cell_value" in ck:
+            self.policy.cell_value.load_state_dict(ck["cell_value"])
         self.opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         self.venv.set_rng_state(ck["env_generator"])
@@ -622,7 +778,7 @@ class RLRun:
         """One rollout and one update; returns the logged statistics."""
         ddp, n = self.ddp, self.args.num_envs
         self.policy.trm.reset_counter()
-        buf = rollout(self.policy, self.venv)
+        buf = rollout(self.policy, self.venv, self.args.policy_dist, self.args.temperature)
         stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
         n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
         calls = torch.tensor(float(self.policy.trm.net.sample_calls), device=self.device)
@@ -666,7 +822,8 @@ def train_loop(run: RunFolder, rl: RLRun) -> None:
 
 def resume_checks(args: Args, ck: dict[str, Any], path: Path) -> None:
     """Refuse a ``--resume`` that changes the data or the objective, listing every difference."""
-    saved = {k: ck["args"].get(k) for k in FIXED_ON_RESUME}
+    defaults = Args()
+    saved = {k: ck["args"].get(k, getattr(defaults, k)) for k in FIXED_ON_RESUME}
     diff = config_mismatch(saved, {k: getattr(args, k) for k in FIXED_ON_RESUME})
     if diff:
         raise ValueError(f"--resume: {path} was trained with other settings: " + "; ".join(diff))
@@ -678,7 +835,7 @@ def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
     checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
     if not run.lead:
         return {}
-    after = evaluate_policy(rl.policy, rl.data, rl.device, rl.args.seed)
+    after = evaluate_policy(rl.policy, rl.data, rl.args, rl.device)
     keys = ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share", "mean_steps")
     metrics = {
         **{k: after["halting"][k] for k in keys},
@@ -720,7 +877,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if resumed is not None:
             rl.restore(resumed)
         else:
-            rl.before = evaluate_policy(rl.policy, data, device, args.seed)
+            rl.before = evaluate_policy(rl.policy, data, args, device)
         info = run_info(rl.cfg.to_dict(), args.seed, device)
         info.update({"args": vars(args), "init": source, "world_size": ddp.world, "data": data.source})
         run.write_run(info, resumed=resumed is not None)

@@ -26,6 +26,7 @@ class TRMConfig:
     expansion: float = 4.0  # SwiGLU inner width over D (times 2/3)
     mixer: str = "mlp"  # "mlp" (TRM-MLP, mixes the 81 positions) or "attention" (TRM-Att, rotary)
     heads: int = 4  # attention heads (mixer "attention")
+    embed_init: str = "trm"  # token embedding init: "trm" (std 1/sqrt(D), so x starts at RMS ~1 as y and z) or "unit" (std 1)
     seq_len: int = field(default=81, metadata={"cli": False})  # positions: the 81 cells
     vocab: int = field(default=10, metadata={"cli": False})  # 0 = blank / undecided, 1..9 digits
     # recursion
@@ -60,6 +61,7 @@ class TRMConfig:
             "step_weights": ("uniform", "increasing"),
             "input_mode": ("puzzle", "previous_answer"),
             "optimizer": ("adamw", "adam"),
+            "embed_init": ("trm", "unit"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -139,6 +139,8 @@ class TRM(nn.Module):
         self.cfg = cfg
         d = cfg.hidden
         self.embed = nn.Embedding(cfg.vocab, d)
+        if cfg.embed_init == "trm":  # x = embed * sqrt(D) then starts at RMS ~1, like y and z
+            nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(d))
         self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) / math.sqrt(d)) if cfg.mixer == "mlp" else None
         self.step_embed = nn.Embedding(cfg.n_sup + 1, d) if cfg.step_embedding else None
         self.y_init = nn.Parameter(torch.randn(d) / math.sqrt(d))
