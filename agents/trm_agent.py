@@ -10,7 +10,7 @@ from agents.base import AgentBase, make_action
 from trm.checkpoint import load_model
 from trm.config import TRMConfig
 from trm.losses import guided_logits
-from trm.model import TRM
+from trm.model import TRM, confidence
 
 KINDS = ("trm", "dis", "onepass", "ppo_recursion")
 
@@ -21,15 +21,20 @@ class TRMAgent(AgentBase):
     Each ``act`` runs one supervision step (a deep recursion) on the episodes still
     going, carrying ``(y, z)`` in the agent state. An episode halts after ``n_sup``
     steps (``max_steps``), or earlier when ``halting`` is on and the Q head says so
-    (``q > 0``). ``info`` carries ``forward_passes`` (from the model's counter), and the
+    (``q > 0``), or when ``halt_threshold`` is set and the confidence statistic
+    :func:`trm.model.confidence` of the new readout exceeds it (halting without a
+    trained head: the no-RL control of learned halting). ``info`` carries ``forward_passes`` (from the model's counter), and the
     readouts ``logits_ref``/``logits`` of the episodes in ``info["rows"]``.
     """
 
-    def __init__(self, model: TRM, *, w: float = 1.0, halting: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self, model: TRM, *, w: float = 1.0, halting: bool = False, halt_threshold: float | None = None, name: str | None = None
+    ) -> None:
         self.model = model.eval()
         self.cfg: TRMConfig = model.cfg
         self.guidance = float(w)
         self.halting = halting
+        self.halt_threshold = halt_threshold
         self.max_steps = self.cfg.n_sup
         self.name = name or self.cfg.scheme
 
@@ -70,6 +75,8 @@ class TRMAgent(AgentBase):
         )
         halt = torch.zeros(n, dtype=torch.bool, device=answer.device)
         stop = (out.q > 0) if self.halting else torch.zeros(idx.numel(), dtype=torch.bool, device=answer.device)
+        if self.halt_threshold is not None:
+            stop = stop | (confidence(out.logits) > self.halt_threshold)
         halt[idx] = stop | (s >= cfg.n_sup)
         fp = torch.zeros(n, device=answer.device)
         fp[idx] = calls

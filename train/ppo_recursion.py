@@ -137,10 +137,11 @@ class Args(RunArgs):
     policy_dist: Literal["softmax", "stablemax"] = "softmax"  # the cells' sampling distribution over the logits
     temperature: float = 1.0  # the logits are divided by this before the distribution
     credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
+    val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
 
     def validate(self) -> None:
         super().validate()
-        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size")
+        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size", "val_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -651,10 +652,37 @@ def make_train_env(args: Args, pool: PuzzlePool, n_sup: int, ddp: Dist, device: 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def measure(model: TRM, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, halting: bool) -> dict[str, Any]:
-    """Greedy decoding (argmax cells; with ``halting``, halt when ``q > 0``) on held-out puzzles."""
+def measure(
+    model: TRM, puzzles: np.ndarray, solutions: np.ndarray | None, device: str, halting: bool, threshold: float | None = None
+) -> dict[str, Any]:
+    """Greedy decoding (argmax cells; with ``halting``, halt when ``q > 0``; with ``threshold``, when the
+    confidence statistic exceeds it) on held-out puzzles."""
     model.reset_counter()
-    return summarize(run_episodes(TRMAgent(model, halting=halting), puzzles, solutions, device=device, max_steps=model.cfg.n_sup))
+    agent = TRMAgent(model, halting=halting, halt_threshold=threshold)
+    return summarize(run_episodes(agent, puzzles, solutions, device=device, max_steps=model.cfg.n_sup))
+
+
+THRESHOLDS = (-3.0, -2.0, -1.0, -0.5, -0.2, -0.1, -0.05, -0.02, -0.01, -0.005, -0.002, -0.001)
+
+
+def threshold_control(model: TRM, data: Split, args: Args, device: str) -> dict[str, Any]:
+    """Halting without RL: greedy decoding that halts once the confidence statistic exceeds a fixed ``tau``.
+
+    ``tau`` is the one of :data:`THRESHOLDS` with the fewest forward passes whose solve rate
+    on a validation split (the first ``--val-size`` training puzzles, never the held-out
+    ones) stays within one point of running every step; it is then measured on the
+    held-out puzzles like the other rows.
+    """
+    k = min(args.val_size, len(data.train))
+    vp, vs = data.train.puzzles[:k], None if data.train.solutions is None else data.train.solutions[:k]
+    full = measure(model, vp, vs, device, False)["solve_rate"]
+    best, best_passes = None, math.inf
+    for tau in THRESHOLDS:
+        m = measure(model, vp, vs, device, False, tau)
+        if m["solve_rate"] >= full - 0.01 and m["forward_passes_per_puzzle"] < best_passes:
+            best, best_passes = tau, m["forward_passes_per_puzzle"]
+    out = measure(model, data.eval_puzzles, data.eval_solutions, device, False, best)
+    return {**out, "threshold": best, "validation_puzzles": k}
 
 
 def measure_sampled(
@@ -703,6 +731,11 @@ def evaluate_policy(policy: RecursionPolicy, data: Split, args: Args, device: st
     }
 
 
+def evaluate_start(policy: RecursionPolicy, data: Split, args: Args, device: str) -> dict[str, dict[str, Any]]:
+    """The starting policy's measurements, plus the no-RL control of halting (:func:`threshold_control`)."""
+    return {**evaluate_policy(policy, data, args, device), "threshold": threshold_control(policy.trm, data, args, device)}
+
+
 def table(before: dict, after: dict) -> str:
     """The before/after Markdown table the main job prints."""
     lines = [
@@ -715,6 +748,12 @@ def table(before: dict, after: dict) -> str:
             m = res[mode]
             lines.append(
                 f"| {when}, {label} | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
+                f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
+            )
+        if "threshold" in res:
+            m = res["threshold"]
+            lines.append(
+                f"| {when}, greedy, confidence > {m['threshold']} (no RL) | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
                 f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
             )
         m = res["sampled"]
@@ -877,7 +916,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if resumed is not None:
             rl.restore(resumed)
         else:
-            rl.before = evaluate_policy(rl.policy, data, args, device)
+            rl.before = evaluate_start(rl.policy, data, args, device)
         info = run_info(rl.cfg.to_dict(), args.seed, device)
         info.update({"args": vars(args), "init": source, "world_size": ddp.world, "data": data.source})
         run.write_run(info, resumed=resumed is not None)

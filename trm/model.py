@@ -31,6 +31,16 @@ from torch import nn
 from trm.config import TRMConfig
 
 
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """``c = min_i max_{a in 1..9} log softmax(l)_i[a]`` per sample ``(B,)``, clamped to [-20, 0].
+
+    The log-probability of the best digit in the least sure cell: near 0 only when every
+    cell holds a confident digit. A read-only statistic (computed without gradients).
+    """
+    with torch.no_grad():
+        return torch.log_softmax(logits.float(), -1)[..., 1:].amax(-1).amin(-1).clamp(min=-20.0)
+
+
 def rms_norm(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Parameter-free RMSNorm over the last dimension."""
     return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
@@ -208,11 +218,8 @@ class TRM(nn.Module):
         logits = self.head(y)
         q = self.q_head(y.mean(1)).squeeze(-1)
         if self.q_confidence is not None:
-            # q += u * c,  c = min_i max_{a in 1..9} log softmax(l_c)_i[a]  (B,), clamped to [-20, 0]:
-            # the log-probability of the best digit in the least sure cell, a read-only statistic
-            # (detached), near 0 only when every cell holds a confident digit
-            c = torch.log_softmax(logits.detach().float(), -1)[..., 1:].amax(-1).amin(-1).clamp(min=-20.0)
-            q = q + self.q_confidence * c.to(q.dtype)
+            # q += u * c with c = confidence(l_c), the least sure cell's best-digit log-probability
+            q = q + self.q_confidence * confidence(logits).to(q.dtype)
         return StepOutput(y.detach(), z.detach(), logits_ref, logits, q)
 
     def reset_counter(self) -> None:
