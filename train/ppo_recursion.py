@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -83,7 +83,7 @@ from train.run_folder import (
     seed_everything,
     set_rng_state,
 )
-from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
+from trm.checkpoint import config_mismatch, load_checkpoint, load_model, model_weights, save_checkpoint
 from trm.config import TRMConfig
 from trm.losses import log_stablemax
 from trm.model import TRM
@@ -138,6 +138,7 @@ class Args(RunArgs):
     temperature: float = 1.0  # the logits are divided by this before the distribution
     credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
+    control_dis: bool = True  # after RL, train the starting DIS run on by DIS for the same wall clock (a control row)
 
     def validate(self) -> None:
         super().validate()
@@ -608,7 +609,7 @@ def load_init(args: Args, path: Path) -> TRM:
 
 
 def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
-    """``--init-from``, or a DIS warm start that rank 0 trains and every rank then reads."""
+    """``--init-from``, or a DIS warm start that rank 0 trains and every rank then reads (then ``--init-from`` names it)."""
     if args.init_from:
         return load_init(args, Path(args.init_from)).to(device), f"checkpoint {args.init_from}"
     warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
@@ -616,6 +617,7 @@ def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
         warm_start(args, device)
     if ddp.world > 1:
         dist.barrier()
+    args.init_from = str(warm)
     return load_init(args, warm).to(device), f"DIS warm start ({args.warm_minutes} min, {warm.parent})"
 
 
@@ -736,32 +738,68 @@ def evaluate_start(policy: RecursionPolicy, data: Split, args: Args, device: str
     return {**evaluate_policy(policy, data, args, device), "threshold": threshold_control(policy.trm, data, args, device)}
 
 
-def table(before: dict, after: dict) -> str:
-    """The before/after Markdown table the main job prints."""
+def table_row(label: str, m: dict[str, Any]) -> str:
+    """One Markdown row: solve rate, cell accuracy, forward passes, steps and dead compute (``-`` where absent)."""
+    cell = f"{m['cell_accuracy']:.3f}" if "cell_accuracy" in m else "-"
+    dead = f"{m['dead_compute_share']:.1%}" if "dead_compute_share" in m else "-"
+    return (
+        f"| {label} | {m['solve_rate']:.1%} | {cell} | {m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {dead} |"
+    )
+
+
+def table(before: dict, after: dict, control: dict | None = None) -> str:
+    """The before/after Markdown table the main job prints, with the no-RL controls."""
     lines = [
         "",
         "| policy | solve rate | cell accuracy | forward passes / puzzle | steps | dead compute |",
         "|---|---|---|---|---|---|",
     ]
     for when, res in (("before RL", before), ("after RL", after)):
-        for mode, label in (("fixed", "greedy, all steps"), ("halting", "greedy, Q-head halting")):
-            m = res[mode]
-            lines.append(
-                f"| {when}, {label} | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
-                f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
-            )
+        lines.append(table_row(f"{when}, greedy, all steps", res["fixed"]))
+        lines.append(table_row(f"{when}, greedy, Q-head halting", res["halting"]))
         if "threshold" in res:
-            m = res["threshold"]
-            lines.append(
-                f"| {when}, greedy, confidence > {m['threshold']} (no RL) | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | "
-                f"{m['forward_passes_per_puzzle']:.1f} | {m['mean_steps']:.2f} | {m['dead_compute_share']:.1%} |"
-            )
-        m = res["sampled"]
-        lines.append(
-            f"| {when}, sampled policy | {m['solve_rate']:.1%} | - | {m['forward_passes_per_puzzle']:.1f} | "
-            f"{m['mean_steps']:.2f} | - |"
-        )
+            lines.append(table_row(f"{when}, greedy, confidence > {res['threshold']['threshold']} (no RL)", res["threshold"]))
+        lines.append(table_row(f"{when}, sampled policy", res["sampled"]))
+    if control is not None:
+        lines.append(table_row(f"DIS continued {control['seconds'] / 60:.1f} min instead of RL, all steps", control))
     return "\n".join(lines)
+
+
+def config_flags(cfg: dict[str, Any]) -> list[str]:
+    """Command-line flags that rebuild a :class:`TRMConfig` dict exactly (for resuming a DIS run)."""
+    flags = []
+    for f in fields(TRMConfig):
+        if f.metadata.get("cli", True):
+            v, name = cfg[f.name], f.name.replace("_", "-")
+            flags += [f"--{name}" if v else f"--no-{name}"] if isinstance(v, bool) else [f"--{name}", str(v)]
+    return flags
+
+
+def dis_continued_control(init_path: Path, seconds: float, data: Split, args: Args, device: str) -> dict[str, Any] | None:
+    """Accuracy without RL: the starting DIS run trained on by DIS for the RL's wall-clock ``seconds``.
+
+    The starting checkpoint is copied to ``OUT/dis_continued`` and resumed there with its own
+    data settings (so it continues its own data stream), then measured on RL's held-out
+    puzzles with every step run. Returns None when the start is not a resumable DIS run.
+    """
+    from train.supervised import train as train_supervised
+
+    ck = load_checkpoint(init_path)
+    if ck["kind"] != "dis" or "args" not in ck:
+        return None
+    out = Path(args.out) / "dis_continued"
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "checkpoint.pt", ck)
+    minutes = (ck["state"]["wall_seconds"] + seconds) / 60
+    a = ck["args"]
+    argv = ["--out", str(out), "--resume", "--device", device, "--minutes", str(minutes), "--eval-limit", "1"]
+    argv += ["--seed", str(a["seed"]), "--difficulty", a["difficulty"], "--pool-size", str(a["pool_size"])]
+    argv += ["--eval-size", str(a["eval_size"]), "--augment" if a["augment"] else "--no-augment"]
+    argv += (["--puzzles", a["puzzles"]] if a["puzzles"] else []) + config_flags(ck["config"])
+    print(f"control: DIS continued for {seconds / 60:.1f} min -> {out}", flush=True)
+    train_supervised("dis", argv)
+    model, _ = load_model(out / "checkpoint.pt", "dis")
+    return {**measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False), "seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -889,8 +927,12 @@ def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
         "param_checksum_rank0": float(sum(params)),
         "interrupted": run.stop_requested,
     }
+    control = None
+    if rl.args.control_dis and rl.ddp.world == 1 and not run.stop_requested and rl.args.init_from:
+        control = dis_continued_control(Path(rl.args.init_from), rl.state["wall_seconds"], rl.data, rl.args, rl.device)
+    metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": control}
     run.write_metrics(metrics)
-    print(table(rl.before, after))
+    print(table(rl.before, after, control))
     return metrics
 
 
