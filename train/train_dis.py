@@ -4,9 +4,12 @@ Each of the ``n_sup`` supervision steps (default 6, with T=1 and n=2: 18 network
 calls per puzzle) is trained toward its own target on a path from the puzzle to the
 solution (``--dis-path linear`` reveals a growing random subset of the blanks,
 ``rules`` what rounds of singles propagation deduce), the step index is embedded
-into the input, and there is no halting head. Flags for the released code's choices:
-``--step-weights uniform|increasing``, ``--optimizer adamw|adam``,
-``--input-mode puzzle|previous_answer``; ``run.json`` records which were used.
+into the input, and there is no halting head. From the second step on, the input is
+the answer the model wrote at the step before (``--input-mode previous_answer``, the
+released code's choice and the environment's loop; ``--input-mode puzzle`` feeds the
+puzzle at every step). Flags for the released code's other choices:
+``--step-weights uniform|increasing``, ``--optimizer adamw|adam``; ``run.json`` records
+which were used.
 
 Example: ``python train/train_dis.py --difficulty medium --minutes 5 --out runs/dis``.
 """

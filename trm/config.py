@@ -40,7 +40,7 @@ class TRMConfig:
     step_embedding: bool = False  # add an embedding of the step index s to x (DIS)
     dis_path: str = "linear"  # "linear" (growing random reveal) or "rules" (propagation rounds)
     step_weights: str = "uniform"  # "uniform" (released code) or "increasing" (paper text: w_s ∝ s)
-    input_mode: str = "puzzle"  # "puzzle", or "previous_answer": from step 2 on x embeds the last argmax
+    input_mode: str = "puzzle"  # "puzzle", or "previous_answer": from step 2 on x embeds the answer written last
     # optimisation
     optimizer: str = "adamw"  # "adamw" (released code) or "adam"
     lr: float = 1e-3  # peak learning rate (linear warm-up, then constant)
@@ -86,8 +86,10 @@ class TRMConfig:
 
     @classmethod
     def dis(cls, **overrides: Any) -> TRMConfig:
-        """The DIS schedule: N_sup=6, T=1, n=2 (18 calls), step embedding, no halting head."""
+        """The DIS schedule: N_sup=6, T=1, n=2 (18 calls), step embedding, no halting head, and (as the
+        released DIS code, and as the environment's MDP) each step reading the answer written at the step before."""
         base = {"scheme": "dis", "n_sup": 6, "T": 1, "n": 2, "halting": False, "step_embedding": True}
+        base["input_mode"] = "previous_answer"
         return cls(**{**base, **overrides})
 
     @classmethod
