@@ -83,6 +83,7 @@ from train.run_folder import (
     seed_everything,
     set_rng_state,
 )
+from train.supervised import train as train_supervised
 from trm.checkpoint import config_mismatch, load_checkpoint, load_model, model_weights, save_checkpoint
 from trm.config import TRMConfig
 from trm.losses import log_stablemax
@@ -571,8 +572,6 @@ def update(
 
 def warm_start(args: Args, device: str) -> Path:
     """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split; its checkpoint path."""
-    from train.supervised import train as train_supervised
-
     warm = Path(args.out) / "warm_dis"
     argv = ["--out", str(warm), "--seed", str(args.seed), "--device", device, "--minutes", str(args.warm_minutes)]
     argv += ["--difficulty", args.difficulty, "--pool-size", str(args.pool_size), "--eval-size", str(args.eval_size)]
@@ -782,8 +781,6 @@ def dis_continued_control(init_path: Path, seconds: float, data: Split, args: Ar
     data settings (so it continues its own data stream), then measured on RL's held-out
     puzzles with every step run. Returns None when the start is not a resumable DIS run.
     """
-    from train.supervised import train as train_supervised
-
     ck = load_checkpoint(init_path)
     if ck["kind"] != "dis" or "args" not in ck:
         return None
