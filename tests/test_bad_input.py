@@ -240,6 +240,7 @@ def test_bad_options_exit_2_with_one_line_and_create_nothing(script, argv, fragm
         _script_parsers()[script](["--out", str(out), *argv])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and fragment in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err  # one line, naming the option
     assert not out.exists()
 
 

@@ -33,7 +33,7 @@ import sys
 import textwrap
 import tokenize
 import typing
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
 
@@ -92,9 +92,16 @@ def _add(ap: argparse.ArgumentParser, name: str, tp: Any, default: Any, help_tex
         ap.add_argument(_flag(name), dest=name, type=arg, default=None, metavar=name.upper(), help=shown)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit code 2), without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(cls: type, defaults: Any, description: str | None = None) -> argparse.ArgumentParser:
     """The ``argparse`` parser of dataclass ``cls`` with defaults from the instance ``defaults``."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineErrors(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     for f in dataclasses.fields(cls):
