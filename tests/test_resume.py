@@ -90,3 +90,21 @@ def test_a_stop_signal_saves_marks_metrics_interrupted_and_exits_130_without_a_t
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and metrics["batches"] == load_checkpoint(out / "checkpoint.pt")["state"]["batch"]
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_warm_start_stops_the_rl_job_too(tmp_path):
+    out = tmp_path / "rl"
+    cmd = [sys.executable, str(ROOT / "train/ppo_recursion.py"), "--out", str(out), "--warm-minutes", "2", "--minutes", "2"]
+    cmd += ["--hidden", "16", "--pool-size", "64", "--eval-size", "8", "--warm-eval-size", "4", "--num-envs", "8"]
+    cmd += ["--no-control-dis"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 300
+    while _saved_count(out / "warm_dis" / "checkpoint.pt", "batch") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert json.loads((out / "warm_dis" / "metrics.json").read_text())["interrupted"] is True
+    rl = json.loads((out / "metrics.json").read_text())
+    assert rl["interrupted"] is True and rl["updates"] == 0
