@@ -862,6 +862,8 @@ class RLRun:
         stats["return"] = float(ddp.sum(buf["reward"].sum()) / n)
         stats["solve_rate"] = float(ddp.sum(buf["solved"].float().sum()) / n)
         stats["mean_steps"] = n_steps / n
+        # exploration as sampled: mean per-blank entropy (nats) of the distribution the rollout drew from
+        stats["rollout_entropy_per_blank"] = float(ddp.sum((buf["entropy"] * buf["valid"]).sum()) / max(n_steps, 1))
         return stats
 
 
