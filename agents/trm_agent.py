@@ -59,7 +59,7 @@ class TRMAgent(AgentBase):
         active = state["active"]
         idx = active.nonzero().squeeze(-1)
         n = active.shape[0]
-        tokens = obs["answer"] if cfg.input_mode == "previous_answer" else obs["puzzle"]
+        tokens = model.input_tokens(obs["puzzle"], obs["answer"])
         y, z = state["y"], state["z"]
         y_in, z_in = model.initial_state(idx.numel()) if y is None else (y[idx], z[idx])
         before = model.net.sample_calls

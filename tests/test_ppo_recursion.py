@@ -287,7 +287,7 @@ def test_per_cell_credit_gives_each_cell_its_own_return_and_the_halt_the_shared_
 
 def test_with_previous_answer_input_the_sampled_action_changes_the_next_steps_logits():
     torch.manual_seed(0)
-    for mode, depends in (("previous_answer", True), ("puzzle", False)):
+    for mode, depends in (("answer_and_givens", True), ("previous_answer", True), ("puzzle", False)):
         policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1, input_mode=mode)))
         venv = ppo.LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
         venv.reset(seed=0)
@@ -295,8 +295,10 @@ def test_with_previous_answer_input_the_sampled_action_changes_the_next_steps_lo
         blank = buf["blank"][1]
         # the step-2 input holds the step-1 sample on the blanks exactly when the policy reads its answer
         assert torch.equal(buf["tokens"][1][blank], buf["cells"][0][blank]) == depends
+        if mode == "answer_and_givens":  # and marks the givens as tokens of their own
+            assert bool((buf["tokens"][1][~blank] >= 10).all()) and bool((buf["tokens"][1][blank] <= 9).all())
         tokens, other = buf["tokens"][1], buf["tokens"][1].clone()
-        other[blank] = other[blank] % 9 + 1  # another action at step 1
+        other[blank] = (other[blank] % 9) + 1  # another action at step 1
         step = torch.full((4,), 2)
         a = policy(tokens if depends else buf["tokens"][1], buf["y"][1], buf["z"][1], step).logits
         b = policy(other if depends else buf["tokens"][1], buf["y"][1], buf["z"][1], step).logits

@@ -1,69 +1,157 @@
-"""Train TRM deep supervision and DIS on the same puzzles, seed and wall-clock budget; print one table.
+"""TRM deep supervision against DIS on the same puzzles: equal wall clock and equal puzzles seen, over training seeds.
 
-Both runs draw the same generated (or file) training pool and the same held-out
-set (same ``--seed``, :mod:`train.held_out`), get the same ``--minutes`` and are
-measured by the same evaluation: exact and cell accuracy on held-out puzzles,
-inference forward passes per puzzle (counted by the model), training forward passes
-and wall time. Writes ``OUT/trm``, ``OUT/dis`` (full run folders) and
-``OUT/compare.md`` / ``compare.json``.
+For every seed in ``--seeds`` both schemes train on the same generated (or file)
+training pool and are measured on the same held-out set (:mod:`train.held_out`), each for
+``--minutes`` of wall clock, with a learning curve (``--eval-every``, evaluation time not
+counted). The table then compares them two ways:
 
-Example: ``python train/compare_supervision.py --difficulty medium --minutes 20``.
+* **equal wall clock**: both runs at the end of their ``--minutes``;
+* **equal puzzles seen**: TRM at its end against DIS at the first point of its curve that
+  had seen at least as many training puzzles (DIS is cheaper per puzzle, so it gets there
+  sooner).
+
+Each cell is the mean over seeds with a 95% Student t interval over seeds; "DIS - TRM" is
+the paired difference per seed. Forward passes per puzzle (inference, all steps) are the
+models' own counts at evaluation, and their ratio is printed. A seed whose two run
+folders already hold ``metrics.json`` is reused, so seeds can be added run by run.
+Writes ``OUT/seed{S}/{trm,dis}`` (full run folders) and ``OUT/compare.md`` / ``compare.json``.
+
+Example: ``python train/compare_supervision.py --difficulty easy --minutes 5 --seeds 0,1,2``.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from train import cli
 from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text
+from train.stats import seed_interval
 from train.supervised import train
 
 
 @dataclass
 class Args(RunArgs):
-    out: str = "runs/compare"  # folder of the two run folders (OUT/trm, OUT/dis) and the table
-    minutes: float = 2.0  # wall-clock budget per method
-    eval_size: int = 500  # held-out puzzles
-    trm_args: str = ""  # extra flags for train/train_trm.py, e.g. '--paper'
+    out: str = "runs/compare"  # folder of the run folders (OUT/seed{S}/trm, OUT/seed{S}/dis) and the table
+    minutes: float = 2.0  # wall-clock budget per method and seed
+    seeds: str = "0"  # comma-separated training seeds (each a full pair of runs)
+    eval_size: int = 256  # held-out puzzles
+    dis_eval_every: int = 20  # DIS batches between learning-curve points
+    trm_eval_every: int = 2  # TRM batches between learning-curve points
+    trm_args: str = ""  # extra flags for train/train_trm.py, e.g. '--batch-size 32'
     dis_args: str = ""  # extra flags for train/train_dis.py
 
+    def validate(self) -> None:
+        super().validate()
+        try:
+            seeds = [int(s) for s in self.seeds.split(",")]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from None
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds repeats a seed: {self.seeds!r}")
+        if self.dis_eval_every < 1 or self.trm_eval_every < 1:
+            raise ValueError("--dis-eval-every and --trm-eval-every must be at least 1")
 
-def table(rows: dict[str, dict]) -> str:
-    head = "| method | solve rate | cell accuracy | forward passes / puzzle | train forward passes | batches | wall s |"
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in self.seeds.split(",")]
+
+
+def at_puzzles(curve: list[dict], puzzles: int) -> dict:
+    """The first curve point that had seen at least ``puzzles`` training puzzles (the last point if none)."""
+    for p in sorted(curve, key=lambda p: p["batch"]):
+        if p["puzzles_seen"] >= puzzles:
+            return p
+    return curve[-1]
+
+
+def cell(values: list[float], pct: bool = True) -> str:
+    m, lo, hi = seed_interval(values)
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:,.0f}")
+    return f"{f(m)} [{f(lo)}, {f(hi)}]" if len(values) > 1 else f(m)
+
+
+def rows(runs: dict[int, dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
+    """Per comparison, per quantity, one value per seed."""
+    out: dict[str, dict[str, list[float]]] = {"equal wall clock": {}, "equal puzzles seen": {}}
+    for pair in runs.values():
+        trm, dis = pair["trm"], pair["dis"]
+        dis_at = at_puzzles(dis["curve"], trm["puzzles_seen"])
+        points = {
+            "equal wall clock": (dis["solve_rate"], dis["puzzles_seen"], dis["wall_seconds"]),
+            "equal puzzles seen": (dis_at["solve_rate"], dis_at["puzzles_seen"], dis_at["wall_seconds"]),
+        }
+        for name, (d_solve, d_seen, d_wall) in points.items():
+            r = out[name]
+            for key, v in (("trm", trm["solve_rate"]), ("dis", d_solve), ("diff", d_solve - trm["solve_rate"])):
+                r.setdefault(key, []).append(v)
+            for key, v in (("trm_seen", trm["puzzles_seen"]), ("dis_seen", d_seen)):
+                r.setdefault(key, []).append(v)
+            for key, v in (("trm_wall", trm["wall_seconds"]), ("dis_wall", d_wall)):
+                r.setdefault(key, []).append(v)
+    return out
+
+
+def table(runs: dict[int, dict[str, dict]]) -> str:
+    head = "| comparison | TRM solve rate | DIS solve rate | DIS - TRM | TRM puzzles seen | DIS puzzles seen | TRM / DIS wall s |"
     lines = [head, "|---|---|---|---|---|---|---|"]
-    for name, m in rows.items():
+    for name, r in rows(runs).items():
+        walls = f"{sum(r['trm_wall']) / len(r['trm_wall']):.0f} / {sum(r['dis_wall']) / len(r['dis_wall']):.0f}"
         lines.append(
-            f"| {name} | {m['solve_rate']:.1%} | {m['cell_accuracy']:.3f} | {m['forward_passes_per_puzzle']:.1f} | "
-            f"{m['train_forward_passes']:,} | {m['batches']} | {m['wall_seconds']:.0f} |"
+            f"| {name} | {cell(r['trm'])} | {cell(r['dis'])} | {cell(r['diff'])} | {cell(r['trm_seen'], False)} | "
+            f"{cell(r['dis_seen'], False)} | {walls} |"
         )
-    if "trm" in rows and "dis" in rows:
-        ratio = rows["trm"]["forward_passes_per_puzzle"] / rows["dis"]["forward_passes_per_puzzle"]
-        lines.append(f"\nInference forward passes, TRM / DIS: {ratio:.1f}x")
+    trm_fp = [p["trm"]["forward_passes_per_puzzle"] for p in runs.values()]
+    dis_fp = [p["dis"]["forward_passes_per_puzzle"] for p in runs.values()]
+    ratio = (sum(trm_fp) / len(trm_fp)) / (sum(dis_fp) / len(dis_fp))
+    lines.append("")
+    lines.append(
+        f"Inference forward passes per puzzle (counted by the models, all steps): TRM {sum(trm_fp) / len(trm_fp):.1f}, "
+        f"DIS {sum(dis_fp) / len(dis_fp):.1f}, ratio {ratio:.1f}x. Seeds: {', '.join(map(str, runs))}; "
+        "mean [95% t interval over seeds]."
+    )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) both schemes for one seed; returns their metrics."""
+    common = ["--seed", str(seed), "--device", args.device, "--minutes", str(args.minutes), "--difficulty", args.difficulty]
+    common += ["--eval-size", str(args.eval_size), "--pool-size", str(args.pool_size)]
+    common += ["--checkpoint-every", str(args.checkpoint_every)]
+    common += ["--puzzles", args.puzzles] if args.puzzles else []
+    pair = {}
+    for scheme, extra, every in (("trm", args.trm_args, args.trm_eval_every), ("dis", args.dis_args, args.dis_eval_every)):
+        folder = Path(args.out) / f"seed{seed}" / scheme
+        if (folder / "metrics.json").is_file() and not json.loads((folder / "metrics.json").read_text()).get("interrupted"):
+            print(f"seed {seed}: reusing {folder}", flush=True)
+            pair[scheme] = json.loads((folder / "metrics.json").read_text())
+            continue
+        print(f"seed {seed}: training {scheme} for {args.minutes} min ...", flush=True)
+        resume = ["--resume"] if args.resume and (folder / "checkpoint.pt").is_file() else []
+        argv = common + ["--out", str(folder), "--eval-every", str(every)] + resume + shlex.split(extra)
+        pair[scheme] = train(scheme, argv)
+        if pair[scheme].get("interrupted"):
+            raise SystemExit(130)
+    return pair
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, dict]]:
     args = cli.parse(Args, argv, description=__doc__)
-    common = ["--seed", str(args.seed), "--device", args.device, "--minutes", str(args.minutes)]
-    common += ["--difficulty", args.difficulty, "--eval-size", str(args.eval_size), "--pool-size", str(args.pool_size)]
-    common += ["--checkpoint-every", str(args.checkpoint_every)] + (["--puzzles", args.puzzles] if args.puzzles else [])
-    out = Path(args.out)
-    rows = {}
+    runs = {}
     try:
-        for scheme, extra in (("trm", args.trm_args), ("dis", args.dis_args)):
-            print(f"training {scheme} for {args.minutes} min ...", flush=True)
-            resume = ["--resume"] if args.resume and (out / scheme / "checkpoint.pt").is_file() else []
-            rows[scheme] = train(scheme, common + ["--out", str(out / scheme)] + resume + shlex.split(extra))
+        for seed in args.seed_list():
+            runs[seed] = run_pair(args, seed)
     except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
         raise SystemExit(f"error: {e}") from None
-    text = table(rows)
+    text = table(runs)
     print(text)
     data = args.puzzles or f"generated {args.difficulty}"
-    atomic_write_text(out / "compare.md", f"Data: {data}, seed {args.seed}, {args.minutes} min per method.\n\n{text}\n")
-    atomic_write_json(out / "compare.json", rows)
-    return rows
+    out = Path(args.out)
+    atomic_write_text(out / "compare.md", f"Data: {data}, {args.minutes} min per method and seed.\n\n{text}\n")
+    atomic_write_json(out / "compare.json", {"rows": rows(runs), "runs": {str(k): v for k, v in runs.items()}})
+    return runs
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ Example: ``python train/ppo_recursion.py`` (CPU default, a few minutes), or
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -69,6 +68,7 @@ from agents.trm_agent import TRMAgent
 from envs.puzzle_pool import PuzzlePool
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train import cli
+from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.held_out import Split, split
 from train.run_folder import (
     Budget,
@@ -180,42 +180,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return cli.parse(Args, argv, description=__doc__)
 
 
-@dataclass
-class Dist:
-    """This process's rank and the world size, with the collectives the losses need (no-ops on one process)."""
-
-    rank: int = 0
-    world: int = 1
-
-    def sum(self, x: torch.Tensor) -> torch.Tensor:
-        """All-reduce sum."""
-        if self.world > 1:
-            x = x.clone()
-            dist.all_reduce(x)
-        return x
-
-    def max(self, x: torch.Tensor) -> torch.Tensor:
-        """All-reduce maximum."""
-        if self.world > 1:
-            x = x.clone()
-            dist.all_reduce(x, op=dist.ReduceOp.MAX)
-        return x
-
-
-def init_distributed(device: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), world)
-
-
 # ----------------------------------------------------------------------------- policy
 
 
 class PolicyStep(NamedTuple):
     """One recursion step of the policy: ``logits (B, 81, 10)``, halt logit ``q (B,)``, pooled ``value (B,)``,
-    per-cell ``cell_value (B, 81)`` and the new latents ``y, z (B, 81, D)`` (a tuple, so DDP finds the tensors)."""
+    per-cell ``cell_value (B, 81)`` and the new latents ``y, z (B, P + 81, D)`` (a tuple, so DDP finds the tensors)."""
 
     logits: torch.Tensor
     q: torch.Tensor
@@ -244,8 +214,9 @@ class RecursionPolicy(nn.Module):
 
     def forward(self, tokens: torch.Tensor, y: torch.Tensor, z: torch.Tensor, step: torch.Tensor) -> PolicyStep:
         out = self.trm.step(tokens, y, z, step=step if self.trm.cfg.step_embedding else None)
-        value = self.value(out.y.mean(1)).squeeze(-1)
-        return PolicyStep(out.logits.float(), out.q.float(), value, self.cell_value(out.y).squeeze(-1), out.y, out.z)
+        cells = self.trm.cells(out.y)  # (B, L, D): the value heads read the cells, not the prefix
+        value = self.value(cells.mean(1)).squeeze(-1)
+        return PolicyStep(out.logits.float(), out.q.float(), value, self.cell_value(cells).squeeze(-1), out.y, out.z)
 
 
 # ----------------------------------------------------------------------------- log-probability
@@ -308,15 +279,15 @@ def log_prob_entropy(
 # ----------------------------------------------------------------------------- rollout
 
 
-def rollout_buffer(horizon: int, n: int, hidden: int, dev: torch.device | str) -> dict[str, torch.Tensor]:
-    """Zeroed storage indexed ``[t, env]`` for one rollout."""
+def rollout_buffer(horizon: int, n: int, hidden: int, dev: torch.device | str, positions: int = 81) -> dict[str, torch.Tensor]:
+    """Zeroed storage indexed ``[t, env]`` for one rollout; latents hold ``positions`` (prefix + cells) rows."""
     shape = (horizon, n)
     long, flag = {"dtype": torch.long, "device": dev}, {"dtype": torch.bool, "device": dev}
     return {
         "tokens": torch.zeros(*shape, 81, **long),
         "blank": torch.zeros(*shape, 81, **flag),
-        "y": torch.zeros(*shape, 81, hidden, device=dev),
-        "z": torch.zeros(*shape, 81, hidden, device=dev),
+        "y": torch.zeros(*shape, positions, hidden, device=dev),
+        "z": torch.zeros(*shape, positions, hidden, device=dev),
         "cells": torch.zeros(*shape, 81, **long),
         "halt": torch.zeros(*shape, **long),
         "logp": torch.zeros(*shape, device=dev),
@@ -348,7 +319,7 @@ def rollout(
     """
     cfg = policy.trm.cfg
     n, dev = venv.num_envs, venv.device
-    buf = rollout_buffer(cfg.n_sup, n, cfg.hidden, dev)
+    buf = rollout_buffer(cfg.n_sup, n, cfg.hidden, dev, cfg.prefix_tokens + cfg.seq_len)
     obs, _ = venv.reset()
     y, z = (s.clone() for s in policy.trm.initial_state(n))
     alive = torch.ones(n, dtype=torch.bool, device=dev)
@@ -356,7 +327,7 @@ def rollout(
     steps = torch.zeros(n, device=dev)
     for t in range(cfg.n_sup):
         idx = alive.nonzero().squeeze(-1)
-        tokens = obs["answer"] if cfg.input_mode == "previous_answer" else obs["puzzle"]
+        tokens = policy.trm.input_tokens(obs["puzzle"], obs["answer"])
         blank = obs["puzzle"][idx] == 0
         buf["tokens"][t, idx], buf["blank"][t, idx] = tokens[idx], blank
         buf["y"][t, idx], buf["z"][t, idx] = y[idx], z[idx]
@@ -867,13 +838,6 @@ class RLRun:
         return stats
 
 
-def all_stop(ddp: Dist, stop: bool, device: str) -> bool:
-    """Every rank stops at the same update: true when any rank wants to stop."""
-    if ddp.world == 1:
-        return stop
-    return bool(ddp.sum(torch.tensor(float(stop), device=device)).item() > 0)
-
-
 def train_loop(run: RunFolder, rl: RLRun) -> None:
     """Updates until the budget, ``--updates`` or a stop signal; checkpoints on the cadence."""
     args = rl.args
@@ -939,7 +903,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse, set up, warm start or load, train, measure; returns rank 0's metrics."""
     args = parse_args(argv)
     ddp = init_distributed(args.device)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" and ddp.world > 1 else args.device
+    device = rank_device(args.device, ddp)
     if args.num_envs % ddp.world:
         raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes")
     with RunFolder(args.out, lead=ddp.rank == 0) as run:
@@ -967,8 +931,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"error: training diverged ({e}); stopped, {run.kept()}") from None
         run.save(rl.payload())
         metrics = finish(run, rl, source)
-    if ddp.world > 1:
-        dist.destroy_process_group()
+    close(ddp)
     return metrics
 
 

@@ -18,6 +18,7 @@ script saves and exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -215,6 +217,15 @@ class Budget:
 
     def exhausted(self, count: int) -> bool:
         return (self.limit is not None and count >= self.limit) or self.elapsed() >= self.seconds
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (a learning-curve evaluation) is not counted against the budget."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - t0
 
 
 class Cadence:

@@ -17,6 +17,7 @@ on-device augmentation. Run folder, budget and checkpoints: :mod:`train.run_fold
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from envs import augmentation
 from train import cli
+from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.evaluate import evaluate
 from train.held_out import Split, split
 from train.run_folder import (
@@ -42,6 +44,7 @@ from train.run_folder import (
     seed_everything,
     set_rng_state,
 )
+from trm.adam_atan2 import AdamAtan2
 from trm.checkpoint import config_mismatch, load_checkpoint
 from trm.config import TRMConfig
 from trm.ema import EMA
@@ -59,9 +62,10 @@ class Args(RunArgs):
     steps: int | None = None  # stop after this many batches (default: only --minutes)
     eval_limit: int = 0  # evaluate at the end on the first N held-out puzzles only (0: all)
     augment: bool = True  # a random validity-preserving symmetry for every training puzzle
-    eval_every: int = 0  # evaluate every N batches (0: only at the end)
+    eval_every: int = 0  # evaluate every N batches (on --eval-limit puzzles; not timed) for the learning curve (0: at the end)
     log_every: int = 10  # batches between TensorBoard points
-    paper: bool = False  # TRM only: the paper's Sudoku recipe (D=512, N_sup=16, T=3, n=6, lr 1e-4, weight decay 1)
+    paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (TRMConfig.paper_sudoku: D=512, batch 768, Adam-atan2)
+    amp: bool = False  # bfloat16 autocast of the forward passes (the TRM code's precision; for cuda)
     model: TRMConfig = field(default_factory=TRMConfig.dis)
 
     def validate(self) -> None:
@@ -86,14 +90,22 @@ def parse_args(scheme: str, argv: list[str] | None = None, description: str | No
 # ----------------------------------------------------------------------------- one batch
 
 
-def lr_at(cfg: TRMConfig, opt_step: int) -> float:
-    """Linear warm-up over ``warmup_steps`` optimizer steps, then constant."""
-    return cfg.lr * min(1.0, (opt_step + 1) / max(1, cfg.warmup_steps))
+def lr_at(cfg: TRMConfig, opt_step: int, progress: float = 0.0) -> float:
+    """Linear warm-up over ``warmup_steps`` optimizer steps, then a cosine from ``lr`` down to
+    ``lr * lr_min_ratio`` over the run (``progress`` in [0, 1]; ``lr_min_ratio = 1``: constant, the TRM code's setting):
+
+    ``lr_t = lr * min(1, (t + 1) / warmup) * (r + (1 - r) (1 + cos(pi * progress)) / 2)``.
+    """
+    decay = cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return cfg.lr * min(1.0, (opt_step + 1) / max(1, cfg.warmup_steps)) * decay
 
 
 def make_optimizer(cfg: TRMConfig, model: TRM) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    """AdamW (the DIS code) or Adam-atan2 (the TRM code), both with decoupled weight decay."""
+    params, betas = [p for p in model.parameters() if p.requires_grad], (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "adam_atan2":
+        return AdamAtan2(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
 
 def step_weight(cfg: TRMConfig, s: int) -> float:
@@ -101,15 +113,32 @@ def step_weight(cfg: TRMConfig, s: int) -> float:
     return 1.0 if cfg.step_weights == "uniform" else 2.0 * s / (cfg.n_sup + 1)
 
 
-def optimizer_step(model: TRM, opt: torch.optim.Optimizer, ema: EMA | None, loss: torch.Tensor, cfg: TRMConfig) -> None:
-    """Backward, optional gradient-norm clipping, one optimizer step and the EMA update."""
+def optimizer_step(
+    model: TRM, opt: torch.optim.Optimizer, ema: EMA | None, loss: torch.Tensor | None, cfg: TRMConfig, ddp: Dist | None = None
+) -> None:
+    """Backward (``loss=None``: no gradient from this rank), the gradient mean over ranks, optional
+    gradient-norm clipping, one optimizer step and the EMA update."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss is not None:
+        loss.backward()
+    if ddp is not None:
+        ddp.average_gradients(model)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     if ema is not None:
         ema.update(model)
+
+
+def halt_exploration(cfg: TRMConfig, b: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Minimum steps per sample ``(b,)``: ``U{2..n_sup}`` with probability ``halt_exploration``, else 0.
+
+    As in the TRM code, a sample may halt at step ``s`` only once ``s >= min_steps``, so the Q
+    head also sees (and learns the value of) steps it would have skipped.
+    """
+    explore = torch.rand(b, generator=gen, device=device) < cfg.halt_exploration
+    steps = torch.randint(2, max(cfg.n_sup, 2) + 1, (b,), generator=gen, device=device)
+    return torch.where(explore, steps, 0)
 
 
 def train_batch(
@@ -121,27 +150,46 @@ def train_batch(
     solution: torch.Tensor,
     gen: torch.Generator,
     opt_step: int,
+    ddp: Dist | None = None,
+    amp: bool = False,
+    progress: float = 0.0,
 ) -> dict[str, Any]:
-    """Deep supervision over one batch ``(B, 81)``: up to ``n_sup`` optimizer steps. Returns logs."""
+    """Deep supervision over one batch ``(B, 81)``: up to ``n_sup`` optimizer steps. Returns logs.
+
+    With several processes (``ddp``) each rank trains its own ``B`` puzzles and gradients are
+    averaged before every step; a rank whose samples have all halted contributes zeros
+    until every rank's have. ``amp``: bfloat16 autocast of the forward pass. ``progress``: the
+    fraction of the run done, for the learning-rate schedule (:func:`lr_at`).
+    """
+    ddp = ddp or Dist()
     b = puzzle.shape[0]
     targets = PATHS[cfg.dis_path](puzzle, solution, cfg.n_sup, gen) if cfg.scheme == "dis" else None
-    y, z = model.initial_state(b)  # learned, so the first step trains them too
-    tokens, alive, blank = puzzle, torch.arange(b, device=puzzle.device), puzzle == 0
+    min_steps = halt_exploration(cfg, b, gen, puzzle.device) if cfg.halting else None
+    y, z = model.initial_state(b)
+    answer, alive, blank = torch.zeros_like(puzzle), torch.arange(b, device=puzzle.device), puzzle == 0
+    tokens = model.input_tokens(puzzle, answer)
     logs: dict[str, Any] = {"loss": [], "cell_accuracy": [], "exact": [], "q_loss": [], "samples": []}
+    autocast = torch.autocast(puzzle.device.type, dtype=torch.bfloat16, enabled=amp)
     for s in range(1, cfg.n_sup + 1):
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, opt_step)
-        out = model.step(tokens[alive], y[alive], z[alive], step=s if cfg.step_embedding else None)
+            group["lr"] = lr_at(cfg, opt_step, progress)
+        if alive.numel() == 0:  # this rank is done, others are not: step with them on zero gradients
+            opt.zero_grad(set_to_none=True)
+            optimizer_step(model, opt, ema, None, cfg, ddp)
+            opt_step += 1
+            continue
+        with autocast:
+            out = model.step(tokens[alive], y[alive], z[alive], step=s if cfg.step_embedding else None)
         target = targets[s - 1][alive] if targets is not None else solution[alive]
         loss = step_weight(cfg, s) * stablemax_cross_entropy(out.logits, target)
         pred = out.logits.detach().argmax(-1)
         exact = (pred == solution[alive]).all(-1)
         q_loss = torch.zeros((), device=puzzle.device)
         if cfg.halting:
-            q_loss = F.binary_cross_entropy_with_logits(out.q, exact.float())
-            loss = loss + q_loss
+            q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
+            loss = loss + cfg.q_loss_weight * q_loss
         check_finite(loss, f"at supervision step {s} of optimizer step {opt_step}")
-        optimizer_step(model, opt, ema, loss, cfg)
+        optimizer_step(model, opt, ema, loss, cfg, ddp)
         opt_step += 1
         bl = blank[alive]
         logs["loss"].append(loss.item())
@@ -152,13 +200,12 @@ def train_batch(
         if s == 1:
             y, z = out.y.clone(), out.z.clone()  # detached buffers carried from here on
         else:
-            y[alive], z[alive] = out.y, out.z
-        if cfg.input_mode == "previous_answer":
-            tokens = tokens.clone()
-            tokens[alive] = torch.where(puzzle[alive] > 0, puzzle[alive], pred)
+            y[alive], z[alive] = out.y.to(y.dtype), out.z.to(z.dtype)
+        answer[alive] = pred
+        tokens = model.input_tokens(puzzle, answer)
         if cfg.halting:
-            alive = alive[out.q.detach() <= 0]
-            if alive.numel() == 0:
+            alive = alive[(out.q.detach() <= 0) | (s < min_steps[alive])]
+            if ddp.max(torch.tensor(alive.numel(), device=puzzle.device)).item() == 0:
                 break
     logs["opt_step"] = opt_step
     return logs
@@ -170,13 +217,13 @@ def train_batch(
 class Trainer:
     """Model, optimizer, EMA, data and counters of one supervised run, with checkpoint save and restore."""
 
-    def __init__(self, args: Args, data: Split) -> None:
-        self.args, self.cfg, self.data = args, args.model, data
-        self.device = torch.device(args.device)
+    def __init__(self, args: Args, data: Split, ddp: Dist | None = None, device: str | None = None) -> None:
+        self.args, self.cfg, self.data, self.ddp = args, args.model, data, ddp or Dist()
+        self.device = torch.device(device or args.device)
         self.model = TRM(self.cfg).to(self.device)
         self.opt = make_optimizer(self.cfg, self.model)
         self.ema = EMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
-        self.gen = torch.Generator(device=self.device).manual_seed(args.seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(args.seed + self.ddp.rank)
         self.state = {"batch": 0, "opt_step": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
         self.pool_p = torch.as_tensor(data.train.puzzles, dtype=torch.long, device=self.device)
         self.pool_s = torch.as_tensor(data.train.solutions, dtype=torch.long, device=self.device)
@@ -199,25 +246,28 @@ class Trainer:
         self.opt.load_state_dict(ck["optimizer"])
         if self.ema is not None:
             self.ema.load_state_dict(ck["ema"])
-        self.gen.set_state(ck["data_generator"])
+        self.gen.set_state(ck["data_generator"])  # rank 0's; the other ranks draw a fresh, distinct stream
+        if self.ddp.rank:
+            self.gen.manual_seed(self.args.seed + self.ddp.rank + 7919 * ck["state"]["batch"])
         set_rng_state(ck["rng"])
         self.state = ck["state"]
 
     def eval_model(self) -> TRM:
         return self.ema.model if self.ema is not None else self.model
 
-    def batch(self) -> dict[str, Any]:
-        """Draw a batch from the pool (augmented), train on it, update the counters."""
-        b = self.cfg.batch_size
+    def batch(self, progress: float = 0.0) -> dict[str, Any]:
+        """Draw a batch from the pool (augmented), train on it, update the counters (``progress``: see :func:`lr_at`)."""
+        b = self.cfg.batch_size // self.ddp.world  # batch_size is the global batch, split over ranks
         idx = torch.randint(len(self.pool_p), (b,), generator=self.gen, device=self.device)
         p, s = self.pool_p[idx], self.pool_s[idx]
         if self.args.augment:
             p, s = augmentation.apply(*augmentation.random_symmetry(b, self.gen, self.device), p, s)
         self.model.reset_counter()
-        logs = train_batch(self.model, self.ema, self.opt, self.cfg, p, s, self.gen, self.state["opt_step"])
+        step = self.state["opt_step"]
+        logs = train_batch(self.model, self.ema, self.opt, self.cfg, p, s, self.gen, step, self.ddp, self.args.amp, progress)
         self.state["opt_step"] = logs["opt_step"]
         self.state["batch"] += 1
-        self.state["train_forward_passes"] += self.model.net.sample_calls
+        self.state["train_forward_passes"] += int(self.ddp.sum(torch.tensor(self.model.net.sample_calls, device=self.device)))
         return logs
 
     def evaluate(self, limit: int = 0) -> dict[str, Any]:
@@ -237,7 +287,7 @@ def resume_checks(args: Args, ck: dict[str, Any], path: Any) -> None:
 def log_batch(writer: Any, tr: Trainer, logs: dict[str, Any]) -> None:
     g, cfg = tr.state["batch"], tr.cfg
     writer.add_scalar("train/loss", np.mean(logs["loss"]), g)
-    writer.add_scalar("train/lr", lr_at(cfg, tr.state["opt_step"]), g)
+    writer.add_scalar("train/lr", tr.opt.param_groups[0]["lr"], g)
     writer.add_scalar("train/forward_passes", tr.state["train_forward_passes"], g)
     writer.add_scalar("train/forward_passes_per_sample", tr.model.net.sample_calls / cfg.batch_size, g)
     if cfg.halting:
@@ -255,6 +305,17 @@ def log_eval(writer: Any, m: dict[str, Any], step: int) -> None:
         writer.add_scalar(f"eval_step/solve_rate_s{k}", v, step)
 
 
+def curve_point(run: RunFolder, tr: Trainer, m: dict[str, Any]) -> None:
+    """Log an evaluation and append it to the learning curve (``state["curve"]``, saved with checkpoints)."""
+    log_eval(run.writer, m, tr.state["batch"])
+    point = {k: tr.state[k] for k in ("batch", "wall_seconds", "train_forward_passes")}
+    point.update(puzzles_seen=tr.state["batch"] * tr.cfg.batch_size, solve_rate=m["solve_rate"], cell_accuracy=m["cell_accuracy"])
+    curve = tr.state.setdefault("curve", [])
+    if curve and curve[-1]["batch"] == point["batch"]:  # the end fell on an --eval-every point
+        curve.pop()
+    curve.append(point)
+
+
 def loop(run: RunFolder, tr: Trainer) -> None:
     """Batches until the budget, the step limit or a stop signal; checkpoints on the cadence."""
     args = tr.args
@@ -262,15 +323,19 @@ def loop(run: RunFolder, tr: Trainer) -> None:
     desc, start = f"{tr.cfg.scheme} training", tr.state["batch"]
     bar = tqdm(desc=desc, unit="batch", initial=start, total=args.steps, leave=False, disable=None)
     tr.model.train()
-    while not budget.exhausted(tr.state["batch"]) and not run.stop_requested:
-        logs = tr.batch()
+    lead = tr.ddp.rank == 0  # rank 0 keeps the clock (its curve evaluations pause it) and evaluates
+    while not all_stop(tr.ddp, (lead and budget.exhausted(tr.state["batch"])) or run.stop_requested, str(tr.device)):
+        # the schedule runs over --steps batches when given (reproducible), else over the --minutes budget
+        progress = tr.state["batch"] / args.steps if args.steps else budget.elapsed() / budget.seconds
+        logs = tr.batch(float(tr.ddp.max(torch.tensor(progress, device=tr.device))))
         tr.state["wall_seconds"] = budget.elapsed()
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(logs['loss']):.3f}", exact=f"{logs['exact'][-1]:.2f}")
         if tr.state["batch"] % args.log_every == 0:
             log_batch(run.writer, tr, logs)
-        if args.eval_every and tr.state["batch"] % args.eval_every == 0:
-            log_eval(run.writer, tr.evaluate(args.eval_limit), tr.state["batch"])
+        if lead and args.eval_every and tr.state["batch"] % args.eval_every == 0:
+            with budget.paused():  # learning-curve points cost no training time
+                curve_point(run, tr, tr.evaluate(args.eval_limit))
         if cadence.due():
             run.save(tr.payload())
     bar.close()
@@ -286,6 +351,8 @@ def summary(tr: Trainer, metrics: dict[str, Any], interrupted: bool) -> dict[str
         "train_forward_passes_per_sample": st["train_forward_passes"] / max(1, st["batch"] * cfg.batch_size),
         "wall_seconds": st["wall_seconds"],
         "batches": st["batch"],
+        "puzzles_seen": st["batch"] * cfg.batch_size,
+        "curve": st.get("curve", []),
         "optimizer_steps": st["opt_step"],
         "weights": "ema" if tr.ema is not None else "live",
         "data": tr.data.source,
@@ -303,17 +370,20 @@ def train(scheme: str, argv: list[str] | None = None, description: str | None = 
     ``interrupted``.
     """
     args = parse_args(scheme, argv, description)
-    with RunFolder(args.out) as run:
+    ddp = init_distributed(args.device)
+    if args.model.batch_size % ddp.world:
+        raise ValueError(f"--batch-size {args.model.batch_size} must divide evenly over {ddp.world} processes")
+    with RunFolder(args.out, lead=ddp.rank == 0) as run:
         resumed = load_checkpoint(run.checkpoint_path, kind=scheme) if args.resume else None
         if resumed is not None:
             resume_checks(args, resumed, run.checkpoint_path)
-        seed_everything(args.seed)
+        seed_everything(args.seed + ddp.rank)
         data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size)
-        tr = Trainer(args, data)
+        tr = Trainer(args, data, ddp, rank_device(args.device, ddp))
         if resumed is not None:
             tr.restore(resumed)
         info = run_info(tr.cfg.to_dict(), args.seed, str(tr.device))
-        info.update({"scheme": scheme, "data": data.source, "train_puzzles": len(data.train)})
+        info.update({"scheme": scheme, "data": data.source, "train_puzzles": len(data.train), "world_size": ddp.world})
         info["eval_puzzles"] = len(data.eval_puzzles)
         run.write_run({**info, "args": {k: v for k, v in vars(args).items() if k != "model"}}, resumed=resumed is not None)
         try:
@@ -321,9 +391,13 @@ def train(scheme: str, argv: list[str] | None = None, description: str | None = 
         except Diverged as e:
             raise Diverged(f"{e}; training stopped, {run.kept()}") from None
         run.save(tr.payload())
-        metrics = summary(tr, tr.evaluate(args.eval_limit), run.stop_requested)
-        log_eval(run.writer, metrics, tr.state["batch"])
-        run.write_metrics(metrics)
+        metrics = {}
+        if run.lead:
+            final = tr.evaluate(args.eval_limit)
+            curve_point(run, tr, final)
+            metrics = summary(tr, final, run.stop_requested)
+            run.write_metrics(metrics)
+    close(ddp)
     return metrics
 
 
@@ -341,6 +415,8 @@ def main(scheme: str, description: str, argv: list[str] | None = None) -> None:
         m = train(scheme, argv, description)
     except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
         raise SystemExit(f"error: {e}") from None
+    if not m:  # a rank other than 0 of a multi-process run
+        return
     print(f"{scheme}: {summary_line(m)}")
     if m["interrupted"]:
         raise SystemExit(130)

@@ -1,22 +1,25 @@
 """The Tiny Recursive Model: one small network applied recursively to (x, y, z).
 
-Shapes: ``B`` samples, ``L = 81`` positions, ``D`` hidden units. ``x`` is the embedded
-input (puzzle or previous answer, plus the step embedding for DIS), ``y`` the embedded
-current answer, ``z`` the latent scratchpad; all three are ``(B, L, D)``.
+Shapes: ``B`` samples, ``L = 81`` cells after ``P`` learned prefix tokens, ``D`` hidden
+units. ``x`` is the embedded input (puzzle or previous answer, plus the step embedding for
+DIS), ``y`` the embedded current answer, ``z`` the latent scratchpad; all three are
+``(B, P + L, D)``.
 
 * latent recursion: ``n`` times ``z <- f(x + y + z)``, then ``y <- f(y + z)``;
 * deep recursion (one supervision step): ``T - 1`` latent recursions under
   ``torch.no_grad()``, then one with gradients, so gradients reach the parameters
   only through the last latent recursion;
 * readouts: reference logits ``l_u = head(y)`` before the step and conditional logits
-  ``l_c = head(y)`` after it, ``(B, L, 10)``; halting logit ``q = q_head(mean_L y)`` (with
+  ``l_c = head(y)`` after it, ``(B, L, 10)``, read from the cell positions; halting logit
+  ``q = q_head(y_0)``, the first prefix position (``mean_L y`` without prefix tokens); with
   ``halt_confidence``, plus ``u * c``, ``c`` the best digit's log-probability in the least
-  sure cell).
+  sure cell.
 
 The network ``f`` is post-norm: ``h <- RMSNorm(h + mix(h))``, ``h <- RMSNorm(h + SwiGLU(h))``
-per layer, where ``mix`` is an MLP over the positions (TRM-MLP) or rotary self-attention
-(TRM-Att). ``f`` counts the samples it processes: ``model.net.sample_calls`` after a
-rollout divided by the number of samples is the forward passes per sample.
+per layer, where ``mix`` is an MLP over the positions (TRM-MLP; its norm runs over the
+positions, as in the TRM code) or rotary self-attention (TRM-Att). ``f`` counts the
+samples it processes: ``model.net.sample_calls`` after a rollout divided by the number of
+samples is the forward passes per sample.
 """
 
 from __future__ import annotations
@@ -46,12 +49,17 @@ def rms_norm(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
 
 
-class SwiGLU(nn.Module):
-    """``W_o (silu(W_g h) * W_u h)`` over the last dimension, hidden width ``expansion * dim``."""
+def inner_width(dim: int, expansion: float, multiple: int = 1) -> int:
+    """SwiGLU inner width: ``round(expansion * dim * 2 / 3)`` rounded up to a multiple of ``multiple``."""
+    return -(-int(round(expansion * dim * 2 / 3)) // multiple) * multiple
 
-    def __init__(self, dim: int, expansion: float) -> None:
+
+class SwiGLU(nn.Module):
+    """``W_o (silu(W_g h) * W_u h)`` over the last dimension, inner width :func:`inner_width`."""
+
+    def __init__(self, dim: int, expansion: float, multiple: int = 1) -> None:
         super().__init__()
-        inner = int(round(expansion * dim * 2 / 3))
+        inner = inner_width(dim, expansion, multiple)
         self.gate_up = nn.Linear(dim, 2 * inner, bias=False)
         self.out = nn.Linear(inner, dim, bias=False)
 
@@ -81,7 +89,7 @@ class Attention(nn.Module):
         self.heads = cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
-        cos, sin = rotary(cfg.seq_len, cfg.hidden // cfg.heads)
+        cos, sin = rotary(cfg.seq_len + cfg.prefix_tokens, cfg.hidden // cfg.heads)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -94,24 +102,36 @@ class Attention(nn.Module):
 
 
 class PositionMLP(nn.Module):
-    """TRM-MLP's mixer: a SwiGLU across the ``L`` positions, shared over hidden units."""
+    """TRM-MLP's mixer: a SwiGLU across the ``P + L`` positions, shared over hidden units.
+
+    ``forward`` takes and returns ``(B, D, P + L)``: the block works on the transposed tensor.
+    """
 
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
-        self.mlp = SwiGLU(cfg.seq_len, cfg.expansion)
+        self.mlp = SwiGLU(cfg.seq_len + cfg.prefix_tokens, cfg.expansion, cfg.inner_multiple)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.mlp(h.transpose(1, 2)).transpose(1, 2)
+    def forward(self, ht: torch.Tensor) -> torch.Tensor:
+        return self.mlp(ht)
 
 
 class Block(nn.Module):
+    """One post-norm block. TRM-MLP with ``mixer_norm="positions"`` (the TRM code):
+    ``h^T <- RMSNorm_P+L(h^T + mix(h^T))``, the norm over positions; with ``"hidden"``,
+    ``h <- RMSNorm_D(h + mix(h^T)^T)``. Then ``h <- RMSNorm_D(h + SwiGLU(h))``."""
+
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
         self.mix = PositionMLP(cfg) if cfg.mixer == "mlp" else Attention(cfg)
-        self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
+        self.mlp = SwiGLU(cfg.hidden, cfg.expansion, cfg.inner_multiple)
+        self.norm_positions = cfg.mixer == "mlp" and cfg.mixer_norm == "positions"
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = rms_norm(h + self.mix(h))
+        if isinstance(self.mix, PositionMLP):
+            ht = h.transpose(1, 2)
+            h = rms_norm(ht + self.mix(ht)).transpose(1, 2) if self.norm_positions else rms_norm(h + self.mix(ht).transpose(1, 2))
+        else:
+            h = rms_norm(h + self.mix(h))
         return rms_norm(h + self.mlp(h))
 
 
@@ -134,27 +154,42 @@ class TinyNet(nn.Module):
 class StepOutput:
     """One supervision step: the carried state, both readouts and the halting logit."""
 
-    y: torch.Tensor  # (B, L, D), detached
-    z: torch.Tensor  # (B, L, D), detached
+    y: torch.Tensor  # (B, P + L, D), detached
+    z: torch.Tensor  # (B, P + L, D), detached
     logits_ref: torch.Tensor  # l_u = head(y before the step), (B, L, vocab)
     logits: torch.Tensor  # l_c = head(y after the step), (B, L, vocab); keeps its graph
     q: torch.Tensor  # halting logit (B,), keeps its graph: > 0 means "the answer is exactly right, stop"
 
 
 class TRM(nn.Module):
-    """Tiny Recursive Model over Sudoku grids (``TRMConfig`` fixes shape and schedule)."""
+    """Tiny Recursive Model over Sudoku grids (``TRMConfig`` fixes shape and schedule).
+
+    The sequence is ``P`` prefix tokens (``cfg.prefix_tokens``, TRM's puzzle-embedding
+    positions: learned, zero at init) followed by the ``L = 81`` cells; ``y`` and ``z`` are
+    ``(B, P + L, D)``. Readouts take the cells (:meth:`cells`); the halting logit reads the
+    first prefix position when there is one (as the TRM code), else the mean over cells.
+    """
 
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.embed = nn.Embedding(cfg.vocab, d)
+        # with "answer_and_givens" a given digit v is its own token vocab - 1 + v: the model can tell
+        # the puzzle's digits from the ones it wrote
+        self.embed = nn.Embedding(cfg.vocab + (cfg.vocab - 1 if cfg.input_mode == "answer_and_givens" else 0), d)
         if cfg.embed_init == "trm":  # x = embed * sqrt(D) then starts at RMS ~1, like y and z
             nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(d))
-        self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) / math.sqrt(d)) if cfg.mixer == "mlp" else None
+        self.prefix = nn.Parameter(torch.zeros(cfg.prefix_tokens, d)) if cfg.prefix_tokens else None
+        self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) / math.sqrt(d)) if cfg.pos_embedding else None
         self.step_embed = nn.Embedding(cfg.n_sup + 1, d) if cfg.step_embedding else None
-        self.y_init = nn.Parameter(torch.randn(d) / math.sqrt(d))
-        self.z_init = nn.Parameter(torch.randn(d) / math.sqrt(d))
+        if self.step_embed is not None and cfg.step_embed_scale == "token":
+            nn.init.normal_(self.step_embed.weight, std=1.0 / math.sqrt(d))
+        if cfg.init_state == "fixed":  # TRM code: fixed draws of a truncated N(0, 1), saved with the weights
+            self.register_buffer("y_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2.0, b=2.0))
+            self.register_buffer("z_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2.0, b=2.0))
+        else:
+            self.y_init = nn.Parameter(torch.randn(d) / math.sqrt(d))
+            self.z_init = nn.Parameter(torch.randn(d) / math.sqrt(d))
         self.net = TinyNet(cfg)
         self.head = nn.Linear(d, cfg.vocab, bias=False)
         self.q_head = nn.Linear(d, 1)
@@ -166,24 +201,55 @@ class TRM(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Learned initial ``(y, z)``, each ``(batch, L, D)``."""
-        shape = (batch, self.cfg.seq_len, self.cfg.hidden)
+        """Initial ``(y, z)``, each ``(batch, P + L, D)`` (fixed buffers or learned, ``cfg.init_state``)."""
+        shape = (batch, self.cfg.prefix_tokens + self.cfg.seq_len, self.cfg.hidden)
         return self.y_init.expand(shape), self.z_init.expand(shape)
 
-    def embed_input(self, tokens: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, L, D)`` from input tokens ``(B, L)`` in 0..9 and, with DIS, the step index.
+    def input_tokens(self, puzzle: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+        """The tokens ``(B, L)`` a step reads, from the puzzle and the answer written last (both ``(B, L)``).
 
+        ``input_mode``: "puzzle" -> the puzzle; "previous_answer" -> the answer with the givens
+        in place; "answer_and_givens" -> the same, each given digit ``v`` as token ``9 + v``.
+        At the first step the answer is blank, so the input is the puzzle itself.
+        """
+        mode = self.cfg.input_mode
+        if mode == "puzzle":
+            return puzzle
+        given = puzzle > 0
+        return torch.where(given, puzzle + (self.cfg.vocab - 1 if mode == "answer_and_givens" else 0), answer)
+
+    def cells(self, h: torch.Tensor) -> torch.Tensor:
+        """The ``L`` cell positions of a state ``(B, P + L, D)`` -> ``(B, L, D)``."""
+        return h[:, self.cfg.prefix_tokens :]
+
+    def readout(self, y: torch.Tensor) -> torch.Tensor:
+        """Answer logits ``(B, L, vocab)`` from ``y (B, P + L, D)``."""
+        return self.head(self.cells(y))
+
+    def embed_input(self, tokens: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, P + L, D)`` from input tokens ``(B, L)`` in 0..9 and, with DIS, the step index.
+
+        ``x = sqrt(D) * ([prefix; E[tokens]] + e_s)`` with the step embedding ``e_s`` at token
+        scale (``step_embed_scale="token"``, the DIS code), or ``sqrt(D) * [...] + e_s`` (``"unit"``).
         ``step`` is one index ``s`` for the whole batch or a tensor ``(B,)`` of indices.
         """
-        x = self.embed(tokens.long()) * math.sqrt(self.cfg.hidden)
-        if self.pos is not None:
-            x = x + self.pos
+        x = self.embed(tokens.long())
+        if self.prefix is not None:
+            x = torch.cat([self.prefix.expand(x.shape[0], -1, -1), x], dim=1)
+        e = None
         if self.step_embed is not None:
             s = torch.as_tensor(step if step is not None else -1, device=x.device)
             if step is None or (s.numel() and (s.min() < 0 or s.max() > self.cfg.n_sup)):
                 raise ValueError(f"this model embeds the step index: pass 0 <= step <= {self.cfg.n_sup}, got {step}")
             e = self.step_embed(s.long())
-            x = x + (e[:, None, :] if e.dim() == 2 else e)
+            e = e[:, None, :] if e.dim() == 2 else e
+        if e is not None and self.cfg.step_embed_scale == "token":
+            x = x + e
+        x = x * math.sqrt(self.cfg.hidden)
+        if e is not None and self.cfg.step_embed_scale == "unit":
+            x = x + e
+        if self.pos is not None:
+            x = x + F.pad(self.pos, (0, 0, self.cfg.prefix_tokens, 0))
         return x
 
     def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,10 +279,10 @@ class TRM(nn.Module):
         """
         x = self.embed_input(tokens, step)
         with torch.no_grad():
-            logits_ref = self.head(y)
+            logits_ref = self.readout(y)
         y, z = self.deep_recursion(x, y, z)
-        logits = self.head(y)
-        q = self.q_head(y.mean(1)).squeeze(-1)
+        logits = self.readout(y)
+        q = self.q_head(y[:, 0] if self.cfg.prefix_tokens else y.mean(1)).squeeze(-1)
         if self.q_confidence is not None:
             # q += u * c with c = confidence(l_c), the least sure cell's best-digit log-probability
             q = q + self.q_confidence * confidence(logits).to(q.dtype)
