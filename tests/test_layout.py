@@ -134,3 +134,47 @@ def test_nested_config_fields_become_flags_and_keep_their_checks(capsys):
     with pytest.raises(SystemExit):
         parse_args("dis", ["--mixer", "transformer"])
     assert "TRMConfig.mixer must be one of" in capsys.readouterr().err
+
+
+def readme_commands() -> list[tuple[str, list[str]]]:
+    """``(script, args)`` of every ``python train/X.py ...`` (or ``torchrun ... train/X.py ...``) command the README
+    shows, in code blocks and inline code."""
+    import re
+    import shlex
+
+    code, prose, fence = [], [], None
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+        elif fence is None:
+            prose.append(line)
+        elif fence in ("", "bash", "sh"):
+            code.append(line)
+    spans = code + re.findall(r"`([^`]+)`", " ".join(prose))
+    out = []
+    for span in spans:
+        for m in re.finditer(r"(?:python|torchrun --nproc_per_node \S+) (train/\w+\.py)((?: +(?!&&|\||;)[^ ;&|]+)*)", span):
+            out.append((m.group(1), shlex.split(m.group(2))))
+    return out
+
+
+def test_the_readme_shows_commands_and_each_one_parses_with_its_scripts_options():
+    import importlib
+
+    from train import supervised
+
+    commands = readme_commands()
+    assert len(commands) >= 10 and any(s == "train/train_trm.py" and "--paper" in a for s, a in commands)
+    for script, args in commands:
+        name = Path(script).stem
+        if name.startswith("train_"):
+            scheme = name.removeprefix("train_")
+            base = supervised.TRMConfig.paper_sudoku if "--paper" in args else supervised.BASE_CONFIGS[scheme]
+            parser = cli.build_parser(supervised.Args, supervised.Args(model=base()))
+        else:
+            mod = importlib.import_module(f"train.{name}")
+            parser = cli.build_parser(mod.Args, mod.Args())
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            pytest.fail(f"README command does not parse: python {script} {' '.join(args)}")

@@ -100,13 +100,13 @@ FIXED_ON_RESUME += ("credit", "policy_dist", "temperature")
 @dataclass
 class Args(RunArgs):
     out: str = "runs/ppo_recursion"  # run folder: checkpoint.pt, tb/, run.json, metrics.json (and warm_dis/)
-    minutes: float = 3.0  # RL wall-clock budget
+    minutes: float = 2.5  # RL wall-clock budget
     updates: int = 0  # stop after this many updates (0: only --minutes)
     puzzles: str = ""  # puzzle file; with --reward-mode verifier its solutions are never read by RL
-    pool_size: int = 2048  # generated training puzzles
+    pool_size: int = 4096  # generated training puzzles (the warm start draws from the same pool)
     eval_size: int = 256  # held-out puzzles (the DIS warm start holds out the same ones)
     init_from: str = ""  # a dis / trm / ppo_recursion checkpoint; empty: warm start with DIS
-    warm_minutes: float = 3.0  # the DIS warm start's budget
+    warm_minutes: float = 4.0  # the DIS warm start's budget
     warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
     objective: Literal["ppo", "pi"] = "ppo"  # clipped PPO, or advantage-weighted policy improvement
@@ -309,8 +309,9 @@ def rollout(
 ) -> dict[str, torch.Tensor]:
     """One episode per environment; the network runs only on the episodes still going.
 
-    The policy's input at each step is the observation (with ``input_mode="previous_answer"``
-    its ``answer``: the action sampled at the step before). Returns tensors indexed
+    The policy's input at each step is the observation (``TRM.input_tokens``: with the DIS
+    default ``input_mode="answer_and_givens"`` its ``answer``, the action sampled at the step
+    before, with the givens marked). Returns tensors indexed
     ``[t, env]`` (``t < n_sup``): inputs ``tokens``, ``y``, ``z``, ``blank``, actions
     ``cells``/``halt``, their ``logp`` (and its parts ``cell_logp``, ``halt_logp``),
     ``value``, ``cell_value``, ``reward``, ``cell_reward`` (the env's per-cell part),
@@ -750,7 +751,8 @@ def dis_continued_control(init_path: Path, seconds: float, data: Split, args: Ar
 
     The starting checkpoint is copied to ``OUT/dis_continued`` and resumed there with its own
     data settings (so it continues its own data stream), then measured on RL's held-out
-    puzzles with every step run. Returns None when the start is not a resumable DIS run.
+    puzzles with every step run. Its learning-rate schedule, if it decays, is stretched over
+    the longer budget (the rate climbs back part way: a warm restart). Returns None when the start is not a resumable DIS run.
     """
     ck = load_checkpoint(init_path)
     if ck["kind"] != "dis" or "args" not in ck:
