@@ -124,9 +124,10 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
     pair = {}
     for scheme, extra, every in (("trm", args.trm_args, args.trm_eval_every), ("dis", args.dis_args, args.dis_eval_every)):
         folder = Path(args.out) / f"seed{seed}" / scheme
-        if (folder / "metrics.json").is_file() and not json.loads((folder / "metrics.json").read_text()).get("interrupted"):
+        done = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
+        if done is not None and not done.get("interrupted"):
             print(f"seed {seed}: reusing {folder}", flush=True)
-            pair[scheme] = json.loads((folder / "metrics.json").read_text())
+            pair[scheme] = done
             continue
         print(f"seed {seed}: training {scheme} for {args.minutes} min ...", flush=True)
         resume = ["--resume"] if args.resume and (folder / "checkpoint.pt").is_file() else []

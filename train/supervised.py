@@ -174,7 +174,6 @@ def train_batch(
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, opt_step, progress)
         if alive.numel() == 0:  # this rank is done, others are not: step with them on zero gradients
-            opt.zero_grad(set_to_none=True)
             optimizer_step(model, opt, ema, None, cfg, ddp)
             opt_step += 1
             continue
