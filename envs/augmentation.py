@@ -44,3 +44,18 @@ def random_symmetry(
 def apply(src: torch.Tensor, digit: torch.Tensor, *grids: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Apply the symmetries ``(src, digit)`` to each of ``grids``, all ``(n, 81)`` integer tensors."""
     return tuple(digit.gather(1, g.long().gather(1, src)).to(g.dtype) for g in grids)
+
+
+def identity(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` identity symmetries in the form of :func:`random_symmetry`."""
+    device = torch.device(device)
+    src = torch.arange(81, device=device).expand(n, 81).clone()
+    return src, torch.arange(10, device=device).expand(n, 10).clone()
+
+
+def inverse(src: torch.Tensor, digit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The symmetries that undo ``(src, digit)``: ``apply(*inverse(s, d), *apply(s, d, g)) == g``.
+
+    ``apply`` maps ``g`` to ``h[i] = digit[g[src[i]]]``, so ``g[j] = digit^-1[h[src^-1[j]]]``.
+    """
+    return src.argsort(-1), digit.argsort(-1)

@@ -42,6 +42,14 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
 
     With ``order="sequential"`` environment ``i`` plays pool entries ``i, i + N,
     i + 2N, ...`` (mod the pool size), so a pool of ``N`` puzzles is played once each.
+
+    ``group_size=K`` (``order="random"``): environments ``gK .. gK + K - 1`` form group ``g``;
+    environments of a group that start episodes in the same call (every :meth:`reset`) draw
+    one puzzle (and, with ``augment``, one symmetry unless ``group_shares_symmetry=False``)
+    together, so a group holds ``K`` episodes of the same puzzle: what a group baseline
+    (advantage = return minus the group's mean) needs; per-cell baselines need the shared
+    symmetry (cell ``i`` is the same cell in every episode), other uses gain diversity from
+    one symmetry per episode. ``num_envs`` must be a multiple of ``K``.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -65,16 +73,25 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         validate_actions: bool = True,
         pool: PuzzlePool | None = None,
+        group_size: int = 1,
+        cell_weight: float = 1.0,
+        group_shares_symmetry: bool = True,
     ) -> None:
         check_types(
-            {"augment": augment, "teacher": teacher, "terminate_on_solve": terminate_on_solve},
-            {"num_envs": num_envs, "max_steps": max_steps, "pool_size": pool_size, "pool_seed": pool_seed},
+            {"augment": augment, "teacher": teacher, "terminate_on_solve": terminate_on_solve,
+             "group_shares_symmetry": group_shares_symmetry},
+            {"num_envs": num_envs, "max_steps": max_steps, "pool_size": pool_size, "pool_seed": pool_seed,
+             "group_size": group_size},
         )
-        check_settings(max_steps, reward_mode, step_cost, solve_bonus, order)
+        check_settings(max_steps, reward_mode, step_cost, solve_bonus, order, cell_weight)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode is not None:
             raise ValueError("the vector env does not render; use the single env for pictures")
+        if int(group_size) < 1 or int(num_envs) % int(group_size):
+            raise ValueError(f"group_size must be >= 1 and divide num_envs ({num_envs}), got {group_size}")
+        if int(group_size) > 1 and order != "random":
+            raise ValueError("group_size > 1 needs order='random' (sequential order plays each puzzle once)")
         need = reward_mode == "solution" or teacher
         self.pool = pool or make_pool(difficulty, puzzles, need_solutions=need, pool_size=pool_size, pool_seed=pool_seed)
         if need and self.pool.solutions is None:
@@ -85,9 +102,12 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.reward_mode = reward_mode
         self.step_cost = float(step_cost)
         self.solve_bonus = float(solve_bonus)
+        self.cell_weight = float(cell_weight)
         self.augment = bool(augment)
         self.teacher = bool(teacher)
         self.order = order
+        self.group_size = int(group_size)
+        self.group_shares_symmetry = bool(group_shares_symmetry)
         self.terminate_on_solve = bool(terminate_on_solve)
         self.validate_actions = validate_actions
         self.render_mode = None
@@ -124,14 +144,18 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             k = self._cursor[rows] % len(self.pool)
             self._cursor[rows] += self.num_envs
         else:
-            k = torch.randint(len(self.pool), (m,), generator=self._gen, device=self.device)
+            # one draw per group present in rows; every member of the group reads the group's draw
+            groups, member = torch.unique(rows // self.group_size, return_inverse=True)
+            k = torch.randint(len(self.pool), (groups.numel(),), generator=self._gen, device=self.device)[member]
         # copy on write: tensors handed out in earlier observations are never modified
         self.puzzle, self.solution, self.answer, self.t = (x.clone() for x in (self.puzzle, self.solution, self.answer, self.t))
         p = self._pool_p[k]
         s = self._pool_s[k] if self._pool_s is not None else torch.zeros_like(p)
         if self.augment:
-            src, digit = augmentation.random_symmetry(m, self._gen, self.device)
-            p, s = augmentation.apply(src, digit, p, s)
+            shared = self.group_size if self.group_shares_symmetry else 1
+            groups, member = torch.unique(rows // shared, return_inverse=True)
+            src, digit = augmentation.random_symmetry(groups.numel(), self._gen, self.device)
+            p, s = augmentation.apply(src[member], digit[member], p, s)
         self.puzzle[rows] = p
         self.solution[rows] = s
         self.answer[rows] = p
@@ -215,9 +239,9 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.t = self.t + 1
         cells, solved, conflicts = self._evaluate()
         new_score = cells.sum(-1)
-        cell_reward = (cells.float() - self._cells.float()) / self._blanks[:, None]
+        cell_reward = self.cell_weight * (cells.float() - self._cells.float()) / self._blanks[:, None]
         bonus = self.solve_bonus * (solved.float() - self._solved.float())
-        reward = (new_score - self._score).float() / self._blanks + bonus - self.step_cost
+        reward = self.cell_weight * (new_score - self._score).float() / self._blanks + bonus - self.step_cost
         self._score, self._solved, self._cells = new_score, solved, cells
         terminated = (solved & self.terminate_on_solve) | (a[:, 81] == 1)
         truncated = (self.t >= self.max_steps) & ~terminated

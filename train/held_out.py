@@ -8,8 +8,10 @@ Either way every training puzzle equal to a held-out one is dropped from the poo
 the held-out set keeps its exact size and is never trained on. The benchmark's
 per-tier sets use their own offset (:func:`benchmark_set`), disjoint from both seeds.
 
-With ``need_solutions=False`` (the verifier reward) no solution is computed or read:
-the pool and the held-out set carry ``None``.
+With ``need_solutions=False`` (the verifier reward) no solution is computed or read
+for the training pool, which carries ``None``. The held-out set carries ``None`` too,
+unless ``eval_labels``: then it keeps the solutions its source already holds (a
+generated tier's, or a file's solution column; nothing is solved), for evaluation only.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ class Split:
 
 
 def split(
-    difficulty: str, puzzles: str | None, *, seed: int, pool_size: int, eval_size: int, need_solutions: bool = True
+    difficulty: str,
+    puzzles: str | None,
+    *,
+    seed: int,
+    pool_size: int,
+    eval_size: int,
+    need_solutions: bool = True,
+    eval_labels: bool = False,
 ) -> Split:
     """Build the split from a tier (``puzzles`` empty) or a puzzle file. Raises ``ValueError`` on bad sizes."""
     if eval_size < 1:
@@ -47,16 +56,17 @@ def split(
         k = len(pool) - eval_size
         if k < 1:
             raise ValueError(f"{puzzles} holds {len(pool)} puzzles, not more than --eval-size {eval_size}")
-        sols = pool.solutions if need_solutions else None
-        train_p, train_s = pool.puzzles[:k], None if sols is None else sols[:k]
-        eval_p, eval_s = pool.puzzles[k:], None if sols is None else sols[k:]
+        sols = pool.solutions
+        train_p, train_s = pool.puzzles[:k], None if sols is None or not need_solutions else sols[:k]
+        eval_p, eval_s = pool.puzzles[k:], None if sols is None or not (need_solutions or eval_labels) else sols[k:]
         source = pool.source
     else:
         if pool_size < 1:
             raise ValueError(f"--pool-size must be at least 1, got {pool_size}")
         train_p, train_s = sudoku.generate(pool_size, difficulty, seed=seed + TRAIN_SEED_OFFSET)
         eval_p, eval_s = sudoku.generate(eval_size, difficulty, seed=seed + EVAL_SEED_OFFSET)
-        train_s, eval_s = (train_s, eval_s) if need_solutions else (None, None)
+        train_s = train_s if need_solutions else None
+        eval_s = eval_s if need_solutions or eval_labels else None
         source = f"generated:{difficulty}"
     held = {bytes(p) for p in np.asarray(eval_p, dtype=np.int8)}
     keep = np.array([bytes(p) not in held for p in np.asarray(train_p, dtype=np.int8)])

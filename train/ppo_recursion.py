@@ -36,6 +36,14 @@ Objectives (``--objective``):
 * ``ppo``: clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)``, entropy bonus, value
   loss; approximate KL ``E[(r - 1) - log r]`` monitored, epochs stop early above
   ``--target-kl`` and the run stops (keeping the last checkpoint) above ``--abort-kl``;
+* ``group``: the clipped ratio with group-relative advantages instead of the value heads:
+  rollouts hold ``--group-size K`` episodes of each puzzle, and episode ``i``'s return minus
+  the mean of its group's other ``K - 1`` returns is the advantage of each of its steps
+  (per cell under ``--credit cell``); with the verifier this is the verified solve against
+  the group, as the conflict-free-cell term is weighted ``--verifier-cell-weight``;
+* ``expert``: expert iteration: the same groups, and every step of each episode that ended
+  solved (verified) is fitted by maximum likelihood to the answer it ended with and to its
+  halt decisions; unsolved episodes are left out;
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)`` (CFGRL-style), fitted by
   advantage-weighted maximum likelihood: ``-E[w log pi(a | s)]`` with
   ``w = exp(A / beta)`` (normalised to mean 1, capped at ``--max-weight``); the reference
@@ -109,9 +117,12 @@ class Args(RunArgs):
     warm_minutes: float = 4.0  # the DIS warm start's budget
     warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
-    objective: Literal["ppo", "pi"] = "ppo"  # clipped PPO, or advantage-weighted policy improvement
+    objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group PPO, expert iteration
+    group_size: int = 8  # K: episodes of the same puzzle per group (--objective group / expert)
     reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward: from the solution, or from the rules alone
     step_cost: float = 0.02  # reward paid per recursion step: the price of compute that halting saves
+    verifier_cell_weight: float = 0.1  # verifier mode: weight of the conflict-free-cell term (solves dominate)
+    eval_every: int = 0  # every N updates, log held-out solve rate and cell accuracy (labels read for evaluation only; 0: off)
     solve_bonus: float = 1.0  # reward for a solved board (as a potential difference)
     num_envs: int = 128  # episodes per rollout (split over the processes)
     epochs: int = 2  # passes over each rollout
@@ -143,29 +154,31 @@ class Args(RunArgs):
 
     def validate(self) -> None:
         super().validate()
-        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size", "val_size")
+        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size", "val_size", "group_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         finite = ("lr", "head_lr", "adam_eps", "grad_clip", "clip", "ent_coef", "vf_coef", "target_kl", "abort_kl", "beta")
-        for name in (*finite, "max_weight", "warm_minutes", "step_cost", "solve_bonus"):
+        for name in (*finite, "max_weight", "warm_minutes", "step_cost", "solve_bonus", "verifier_cell_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
-        if self.updates < 0 or self.hidden < 0:
-            raise ValueError("--updates and --hidden must be >= 0")
+        if self.updates < 0 or self.hidden < 0 or self.eval_every < 0:
+            raise ValueError("--updates, --hidden and --eval-every must be >= 0")
+        if self.grouped() and (self.group_size < 2 or self.num_envs % self.group_size):
+            raise ValueError(f"--group-size must be at least 2 and divide --num-envs {self.num_envs}, got {self.group_size}")
         if self.gamma != 1.0:
             raise ValueError(f"--gamma {self.gamma}: the env's reward is shaped as Phi(s') - Phi(s), which keeps optimal "
                              "policies only undiscounted; use --gamma 1")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
-        if self.credit == "cell" and self.objective != "ppo":
-            raise ValueError("--credit cell is implemented for --objective ppo")
+        if self.credit == "cell" and self.objective not in ("ppo", "group"):
+            raise ValueError("--credit cell is implemented for --objective ppo and group")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"--temperature must be a finite number above 0, got {self.temperature}")
         if self.beta <= 0:
             raise ValueError(f"--beta must be above 0, got {self.beta}")
-        if not self.init_from and not self.warm_minutes > 0:
+        if not self.init_from and self.reward_mode == "solution" and not self.warm_minutes > 0:
             raise ValueError("--warm-minutes must be above 0 when there is no --init-from")
         if self.init_from and not Path(self.init_from).is_file():
             raise ValueError(f"--init-from: checkpoint {self.init_from} does not exist")
@@ -174,6 +187,11 @@ class Args(RunArgs):
                 load_checkpoint(self.init_from, kind=INIT_KINDS)
             except ValueError as e:
                 raise ValueError(f"--init-from: {e}") from None
+
+
+    def grouped(self) -> bool:
+        """Whether rollouts hold ``group_size`` episodes of each puzzle."""
+        return self.objective in ("group", "expert")
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -316,7 +334,8 @@ def rollout(
     ``cells``/``halt``, their ``logp`` (and its parts ``cell_logp``, ``halt_logp``),
     ``value``, ``cell_value``, ``reward``, ``cell_reward`` (the env's per-cell part),
     per-blank ``entropy``, ``done``, ``valid`` (the episode was running at step t), and
-    ``solved``/``steps`` per env.
+    per env ``solved``, ``steps``, ``final_cells`` ``(n, 81)`` (the answer the episode ended with,
+    blanks as sampled) and ``final_score`` (the env's score ``C/B`` of that answer).
     """
     cfg = policy.trm.cfg
     n, dev = venv.num_envs, venv.device
@@ -326,6 +345,8 @@ def rollout(
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     solved = torch.zeros(n, dtype=torch.bool, device=dev)
     steps = torch.zeros(n, device=dev)
+    final_cells = torch.zeros(n, 81, dtype=torch.long, device=dev)
+    final_score = torch.zeros(n, device=dev)
     for t in range(cfg.n_sup):
         idx = alive.nonzero().squeeze(-1)
         tokens = policy.trm.input_tokens(obs["puzzle"], obs["answer"])
@@ -349,11 +370,13 @@ def rollout(
         buf["reward"][t], buf["done"][t], buf["valid"][t] = torch.where(alive, reward, 0), done, alive
         buf["cell_reward"][t] = torch.where(alive[:, None], info["cell_reward"], 0)
         solved = torch.where(done, info["solved"], solved)
+        final_cells = torch.where(done[:, None], action[:, :81], final_cells)
+        final_score = torch.where(done, info["score"], final_score)
         steps += alive.float()
         alive &= ~done
         if not alive.any():
             break
-    buf["solved"], buf["steps"] = solved, steps
+    buf["solved"], buf["steps"], buf["final_cells"], buf["final_score"] = solved, steps, final_cells, final_score
     return buf
 
 
@@ -417,9 +440,44 @@ def normalised(x: torch.Tensor, mask: torch.Tensor, ddp: Dist) -> torch.Tensor:
     return (x - mean) / std
 
 
+def leave_one_out(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x_i - mean_{j != i} x_j`` within consecutive groups of ``k`` rows; ``x (N, ...)``, ``N`` a multiple of ``k``.
+
+    The other episodes of a group played the same puzzle independently of episode ``i``,
+    so their mean return is a baseline that leaves the policy gradient unbiased (RLOO).
+    """
+    g = x.reshape(-1, k, *x.shape[1:])
+    others = (g.sum(1, keepdim=True) - g) / (k - 1)
+    return (g - others).reshape(x.shape)
+
+
+def group_advantages(buf: dict[str, torch.Tensor], args: Args, ddp: Dist) -> Advantages:
+    """Group-relative advantages: each episode's return minus the mean return of its group's other episodes.
+
+    Every step of episode ``i`` gets ``A_i = R_i - mean_{j != i} R_j`` (``R`` the undiscounted
+    return, ``(N,)``). Under per-cell credit cell ``c`` gets its own
+    ``R_ic - mean_{j != i} R_jc`` from its per-cell rewards, and the shared part (solve
+    bonus, step cost) credits the halt. No value head is involved.
+    """
+    valid, k = buf["valid"], args.group_size
+    ret = buf["reward"].sum(0)
+    if args.credit == "joint":
+        adv = torch.where(valid, leave_one_out(ret, k)[None], 0)
+        return Advantages(adv, normalised(adv, valid, ddp), torch.zeros_like(adv))
+    cell_ret = buf["cell_reward"].sum(0)  # (N, 81)
+    adv = torch.where(valid, leave_one_out(ret - cell_ret.sum(-1), k)[None], 0)
+    cell_mask = valid[..., None] & buf["blank"]
+    cell = torch.where(cell_mask, leave_one_out(cell_ret, k)[None], 0)
+    zero = torch.zeros_like(cell)
+    return Advantages(adv, normalised(adv, valid, ddp), torch.zeros_like(adv), cell, normalised(cell, cell_mask, ddp), zero)
+
+
 def advantages(buf: dict[str, torch.Tensor], args: Args, ddp: Dist) -> Advantages:
-    """GAE for the whole step (joint credit), or per cell plus a shared part (per-cell credit)."""
+    """GAE for the whole step (joint credit), or per cell plus a shared part (per-cell credit);
+    group-relative (:func:`group_advantages`) for ``--objective group``."""
     valid = buf["valid"]
+    if args.objective == "group":
+        return group_advantages(buf, args, ddp)
     if args.credit == "joint":
         adv, ret = gae(buf, args.gamma, args.gae_lambda)
         return Advantages(adv, normalised(adv, valid, ddp), ret)
@@ -443,12 +501,12 @@ def policy_loss(
 ) -> torch.Tensor:
     """Per-sample policy loss of one minibatch under joint credit.
 
-    ``ppo``: :func:`clipped` on normalised advantages.
+    ``ppo`` and ``group``: :func:`clipped` on normalised advantages.
     ``pi``: ``-w log pi`` with ``w = exp(A / beta)`` normalised to mean 1 over the global
     minibatch (the maximum subtracted is the global one, so every rank uses the same
     scale) and capped at ``max_weight``.
     """
-    if args.objective == "ppo":
+    if args.objective in ("ppo", "group"):
         return clipped((logp - old_logp).exp(), adv_n, args.clip)
     raw = adv / args.beta
     top = raw.max().detach() if raw.numel() else torch.tensor(-math.inf, device=raw.device)
@@ -468,14 +526,22 @@ def minibatch_loss(
                            buf["halt"][at], blank)
     logp = f.cell_logp.sum(-1) + f.halt_logp
     v_loss = 0.5 * (out.value - adv.step_ret[at]) ** 2
-    if adv.cell is None:
+    if args.grouped():
+        v_loss = torch.zeros_like(v_loss)  # the group is the baseline; the value heads are not trained
+    if args.objective == "expert":
+        # fit every step of a verified episode to the answer it ended with (cells) and to its halts
+        target = factored_log_probs(cell_log_probs(out.logits, args.policy_dist, args.temperature), out.q,
+                                    buf["final_cells"][at[1]], buf["halt"][at], blank)
+        pg = -(target.cell_logp.sum(-1) + target.halt_logp)
+    elif adv.cell is None:
         pg = policy_loss(logp, buf["logp"][at], adv.step[at], adv.step_n[at], args, ddp, n_mb)
     else:
         cell_ratio = (f.cell_logp - buf["cell_logp"][at]).exp()
         pg = (clipped(cell_ratio, adv.cell_n[at], args.clip) * blank).sum(-1)
         pg = pg + clipped((f.halt_logp - buf["halt_logp"][at]).exp(), adv.step_n[at], args.clip)
         bl = blank.float()
-        v_loss = v_loss + 0.5 * (((out.cell_value - adv.cell_ret[at]) ** 2) * bl).sum(-1) / bl.sum(-1).clamp(min=1)
+        if not args.grouped():
+            v_loss = v_loss + 0.5 * (((out.cell_value - adv.cell_ret[at]) ** 2) * bl).sum(-1) / bl.sum(-1).clamp(min=1)
     ent = f.cell_entropy + f.halt_entropy
     per_sample = pg + args.vf_coef * v_loss - args.ent_coef * ent
     return per_sample, {"log_ratio": logp - buf["logp"][at], "value_loss": v_loss, "entropy_per_blank": f.cell_entropy}
@@ -499,11 +565,15 @@ def update(
     """
     adv = advantages(buf, args, ddp)
     valid = buf["valid"]
+    if args.objective == "expert":
+        valid = valid & buf["solved"][None, :]  # expert iteration fits verified episodes only
     dev, n_local = valid.device, valid.shape[1]
     rows = torch.arange(n_local, device=dev) if rows is None else rows
     count = ddp.sum(valid.sum().float())
-    n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
     stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy_per_blank": 0.0, "epochs": 0}
+    if float(count) == 0:
+        return stats  # expert iteration with no verified episode in this rollout: nothing to fit
+    n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
     module = policy.module if hasattr(policy, "module") else policy
     for _ in range(args.epochs):
         perm_group = torch.empty(n_global, dtype=torch.long)
@@ -532,6 +602,10 @@ def update(
                     stats[key] += float(ddp.sum(parts[key].sum().detach()) / count)
         kl = float(ddp.sum(kl_sum) / count)
         stats["approx_kl"], stats["epochs"] = kl, stats["epochs"] + 1
+        if args.objective == "expert":  # a supervised fit of verified answers: its KL is logged, not bounded
+            if not math.isfinite(kl):
+                raise Diverged(f"approximate KL {kl}")
+            continue
         if not math.isfinite(kl) or kl > args.abort_kl:
             raise Diverged(f"approximate KL {kl:.3g} exceeds --abort-kl {args.abort_kl}; a lower --lr keeps updates smaller")
         if kl > args.target_kl:
@@ -580,9 +654,19 @@ def load_init(args: Args, path: Path) -> TRM:
 
 
 def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
-    """``--init-from``, or a DIS warm start that rank 0 trains and every rank then reads (then ``--init-from`` names it)."""
+    """``--init-from``; else with the verifier a fresh model (no supervised warm start: a label-free run
+    reads no solution); else a DIS warm start that rank 0 trains and every rank then reads
+    (then ``--init-from`` names it)."""
     if args.init_from:
-        return load_init(args, Path(args.init_from)).to(device), f"checkpoint {args.init_from}"
+        ck = load_checkpoint(args.init_from, kind=INIT_KINDS)
+        trained_on = (ck.get("args") or {}).get("puzzles") or (ck.get("args") or {}).get("difficulty", "?")
+        source = f"checkpoint {args.init_from} ({ck['kind']}, trained on {trained_on})"
+        return load_init(args, Path(args.init_from)).to(device), source
+    if args.reward_mode == "verifier":
+        cfg = TRMConfig.dis(**({"hidden": args.hidden} if args.hidden else {}))
+        cfg = TRMConfig.from_dict({**cfg.to_dict(), "halt_confidence": not args.pooled_halt})
+        torch.manual_seed(args.seed)
+        return TRM(cfg).to(device), "scratch (label-free: no supervised warm start)"
     warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
     if ddp.rank == 0:
         warm_start(args, device)
@@ -617,6 +701,9 @@ def make_train_env(args: Args, pool: PuzzlePool, n_sup: int, ddp: Dist, device: 
         solve_bonus=args.solve_bonus,
         terminate_on_solve=args.terminate_on_solve,
         device=device,
+        group_size=args.group_size if args.grouped() else 1,
+        group_shares_symmetry=args.credit == "cell",  # per-cell baselines compare the same cell across the group
+        cell_weight=args.verifier_cell_weight if args.reward_mode == "verifier" else 1.0,
     )
     venv.reset(seed=args.seed * 1000 + ddp.rank)
     return venv
@@ -835,9 +922,25 @@ class RLRun:
         stats["return"] = float(ddp.sum(buf["reward"].sum()) / n)
         stats["solve_rate"] = float(ddp.sum(buf["solved"].float().sum()) / n)
         stats["mean_steps"] = n_steps / n
+        # the env's score of the final answers: with the verifier, the conflict-free share of blanks
+        # (what the shaping pays for); set against eval/cell_accuracy it shows reward hacking
+        stats["final_score"] = float(ddp.sum(buf["final_score"].sum()) / n)
         # exploration as sampled: mean per-blank entropy (nats) of the distribution the rollout drew from
         stats["rollout_entropy_per_blank"] = float(ddp.sum((buf["entropy"] * buf["valid"]).sum()) / max(n_steps, 1))
         return stats
+
+
+EVAL_POINT_PUZZLES = 64
+
+
+def eval_point(rl: RLRun) -> dict[str, Any]:
+    """Greedy, all steps, on the first :data:`EVAL_POINT_PUZZLES` held-out puzzles (labels, where the
+    source has them, are read here for evaluation only); the sampling RNG is left untouched."""
+    d = rl.data
+    p = d.eval_puzzles[:EVAL_POINT_PUZZLES]
+    s = None if d.eval_solutions is None else d.eval_solutions[:EVAL_POINT_PUZZLES]
+    with torch.random.fork_rng(devices=[]):
+        return measure(rl.policy.trm, p, s, rl.device, False)
 
 
 def train_loop(run: RunFolder, rl: RLRun) -> None:
@@ -858,6 +961,10 @@ def train_loop(run: RunFolder, rl: RLRun) -> None:
                 f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {rl.state['wall_seconds']:.0f}s",
                 flush=True,
             )
+        if args.eval_every and u % args.eval_every == 0 and run.lead:
+            m = eval_point(rl)
+            for k in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle"):
+                run.writer.add_scalar(f"eval/{k}", m[k], u)
         if cadence.due():
             run.save(rl.payload())
 
@@ -906,15 +1013,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     ddp = init_distributed(args.device)
     device = rank_device(args.device, ddp)
-    if args.num_envs % ddp.world:
-        raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes")
+    if args.num_envs % (ddp.world * (args.group_size if args.grouped() else 1)):
+        raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes"
+                         + (f" in groups of --group-size {args.group_size}" if args.grouped() else ""))
     with RunFolder(args.out, lead=ddp.rank == 0) as run:
         resumed = load_checkpoint(run.checkpoint_path, kind=KIND) if args.resume else None
         if resumed is not None:
             resume_checks(args, resumed, run.checkpoint_path)
         seed_everything(args.seed + ddp.rank)
         data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size,
-                     need_solutions=args.reward_mode == "solution")
+                     need_solutions=args.reward_mode == "solution", eval_labels=True)
         if resumed is not None:
             model, source = TRM(TRMConfig.from_dict(resumed["config"])).to(device), f"resumed {run.checkpoint_path}"
         else:
