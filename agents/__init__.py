@@ -8,7 +8,9 @@
 * ``trm+halt``: the TRM checkpoint's model halting by its Q head (TRM's own halting);
 * ``ppo_recursion``: the RL-trained recursive policy of ``train/ppo_recursion.py``, halting
   by its Q head (default ``runs/ppo_recursion/checkpoint.pt``);
-* ``sb3_ppo``: a stable-baselines3 model of ``train/sb3_ppo.py`` (default ``runs/sb3_ppo/model.zip``).
+* ``sb3_ppo``: a stable-baselines3 model of ``train/sb3_ppo.py`` (default ``runs/sb3_ppo/model.zip``);
+* ``search``: test-time search over 16 trajectories of the DIS checkpoint with the rules as
+  verifier (:class:`agents.search_agent.SearchAgent`; ``k=`` sets another count).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ DEFAULT_CHECKPOINTS = {
     "dis": "runs/dis/checkpoint.pt",
     "sb3_ppo": "runs/sb3_ppo/model.zip",
     "ppo_recursion": "runs/ppo_recursion/checkpoint.pt",
+    "search": "runs/dis/checkpoint.pt",
 }
-CHECKPOINT_OF = {"trm+halt": "trm"}  # agents that read another agent's checkpoint
+CHECKPOINT_OF = {"trm+halt": "trm", "search": "dis"}  # agents that read another agent's checkpoint
 HALTING = ("trm+halt", "ppo_recursion")  # agents that halt by their Q head
 NAMES = tuple(RULE_BASED) + tuple(DEFAULT_CHECKPOINTS)
 
@@ -57,6 +60,11 @@ def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **
         from agents.sb3_agent import SB3Agent
 
         return SB3Agent.from_file(path, device=device, name=name)
+    if name == "search":
+        from agents.search_agent import SearchAgent
+
+        kw.setdefault("k", 16)
+        return SearchAgent.from_checkpoint(path, device=device, name=name, **kw)
     from agents.trm_agent import TRMAgent
 
     kw.setdefault("halting", name in HALTING)

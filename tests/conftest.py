@@ -20,6 +20,15 @@ def tdoku_lines() -> list[tuple[str, int, str | None]]:
 
 
 @pytest.fixture(scope="session")
+def real_unique(tdoku_lines):
+    """The tdoku puzzles with exactly one solution, and their solutions: ``(n, 81)`` int8 arrays."""
+    from envs import sudoku
+
+    rows = [(p, s) for p, c, s in tdoku_lines if c == 1]
+    return sudoku.parse([p for p, _ in rows]), sudoku.parse([s for _, s in rows])
+
+
+@pytest.fixture(scope="session")
 def tiny_dis_checkpoint(tmp_path_factory) -> str:
     """A DIS checkpoint of a tiny model (hidden 16, one layer) after three batches."""
     import train.supervised as supervised

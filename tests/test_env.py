@@ -17,13 +17,6 @@ from envs.vector_env import LatentReasoningSudokuVectorEnv
 DATA = "tests/data/tdoku_test_puzzles.txt"
 
 
-@pytest.fixture(scope="module")
-def real_unique(tdoku_lines):
-    """The tdoku puzzles with exactly one solution, and their solutions."""
-    rows = [(p, s) for p, c, s in tdoku_lines if c == 1]
-    return sudoku.parse([p for p, _ in rows]), sudoku.parse([s for _, s in rows])
-
-
 def act(answer: np.ndarray, halt: int = 0) -> np.ndarray:
     return np.concatenate([np.asarray(answer, dtype=np.int64), [halt]])
 
@@ -301,3 +294,52 @@ def test_cell_rewards_and_the_shared_terms_sum_to_the_reward_in_both_envs(real_u
         assert vnew["cell_reward"].shape == (3, 81)
         assert torch.allclose(vnew["cell_reward"].sum(-1) + vshared, vreward, atol=1e-6)
         vsolved_before, vinfo = vnew["solved"], vnew
+
+
+def test_groups_of_environments_play_the_same_puzzle(real_unique):
+    pool = (real_unique[0], real_unique[1])
+    venv = LatentReasoningSudokuVectorEnv(num_envs=12, puzzles=pool, group_size=4, augment=True)
+    for seed in (0, 1):
+        obs, _ = venv.reset(seed=seed)
+        groups = obs["puzzle"].reshape(3, 4, 81)
+        assert all(torch.equal(g[0], g[i]) for g in groups for i in range(4))  # one puzzle, one symmetry per group
+        assert not torch.equal(groups[0, 0], groups[1, 0]) or not torch.equal(groups[1, 0], groups[2, 0])
+    own = LatentReasoningSudokuVectorEnv(num_envs=8, puzzles=pool, group_size=4, augment=True, group_shares_symmetry=False)
+    obs, _ = own.reset(seed=0)
+    groups = obs["puzzle"].reshape(2, 4, 81)
+    # each episode its own view of the group's puzzle: the same number of givens, not the same grid
+    assert all(int((g[0] > 0).sum()) == int((g[i] > 0).sum()) for g in groups for i in range(4))
+    assert any(not torch.equal(g[0], g[i]) for g in groups for i in range(1, 4))
+    for bad in ({"group_size": 5}, {"group_size": 0}, {"group_size": 4, "order": "sequential"}):
+        with pytest.raises(ValueError, match="group_size"):
+            LatentReasoningSudokuVectorEnv(num_envs=12, puzzles=pool, **bad)
+
+
+def test_the_verified_solve_dominates_the_label_free_return(real_unique):
+    """A greedy conflict-free fill games the verifier's cell count, but not the return once solves dominate."""
+    puzzle, solution = real_unique[0][0], real_unique[1][0]
+    blank = np.flatnonzero(puzzle == 0)
+    greedy = puzzle.copy()  # fill blanks in order with the first digit that conflicts with nothing
+    for i in blank:
+        for d in range(1, 10):
+            greedy[i] = d
+            if not sudoku.conflicts(greedy)[i]:
+                break
+        else:
+            greedy[i] = 0
+    half = puzzle.copy()
+    half[blank[: len(blank) // 2]] = solution[blank[: len(blank) // 2]]
+    right = (greedy[blank] == solution[blank]).mean()
+
+    def ret(answer, weight):
+        env = LatentReasoningSudokuEnv(puzzles=puzzle[None], reward_mode="verifier", cell_weight=weight)
+        env.reset(seed=0)
+        return env.step(act(answer))[1]
+
+    assert right < 0.6 and not sudoku.is_solution(puzzle, greedy)
+    assert ret(greedy, 1.0) > ret(half, 1.0)  # the cell count prefers the wrong conflict-free fill
+    for w in (1.0, 0.1):
+        assert ret(solution, w) >= w + 1.0 and ret(greedy, w) < w  # a solve is worth more than any unsolved fill
+    assert ret(greedy, 0.1) == pytest.approx(ret(greedy, 1.0) * 0.1)
+    with pytest.raises(ValueError, match="cell_weight"):
+        LatentReasoningSudokuEnv(puzzles=puzzle[None], reward_mode="verifier", cell_weight=-1.0)

@@ -318,3 +318,83 @@ def test_stablemax_sampling_is_the_distribution_the_supervised_loss_trained():
 def test_two_gloo_ranks_match_one_rank_under_the_pi_objective_and_per_cell_credit(tmp_path):
     for extra in (["--objective", "pi"], ["--credit", "cell"]):
         _two_ranks_against_one(tmp_path / extra[1], extra)
+
+
+def test_leave_one_out_subtracts_the_mean_of_the_other_episodes_of_the_group():
+    x = torch.tensor([1.0, 2.0, 3.0, 7.0])
+    assert torch.allclose(ppo.leave_one_out(x, 2), torch.tensor([-1.0, 1.0, -4.0, 4.0]))
+    assert torch.allclose(ppo.leave_one_out(x, 4), torch.tensor([1 - 4.0, 2 - 11 / 3, 3 - 10 / 3, 7 - 2.0]))
+    cells = torch.arange(8.0).reshape(4, 2)  # trailing dimensions are per-cell terms
+    assert torch.allclose(ppo.leave_one_out(cells, 2), torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-2.0, -2.0], [2.0, 2.0]]))
+
+
+def test_group_advantages_credit_each_episode_against_its_group():
+    t, n = 3, 4
+    valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool)
+    reward = torch.tensor([[0.1, 0.2, 0.0, 0.3], [0.5, 0.0, 0.0, 0.1], [0.0, 1.0, 0.0, 0.2]]) * valid
+    cell_reward = torch.zeros(t, n, 81)
+    cell_reward[0, :, 0] = reward[0]  # step 0's reward is all per-cell, later steps' shared
+    buf = {"valid": valid, "reward": reward, "cell_reward": cell_reward, "blank": torch.ones(t, n, 81, dtype=torch.bool)}
+    args = ppo.parse_args(["--objective", "group", "--group-size", "2", "--num-envs", "4"])
+    adv = ppo.advantages(buf, args, ppo.Dist())
+    ret = reward.sum(0)  # 0.6, 1.2, 0.0, 0.6
+    expected = torch.tensor([0.6 - 1.2, 1.2 - 0.6, 0.0 - 0.6, 0.6 - 0.0])
+    assert torch.allclose(adv.step, torch.where(valid, expected[None], 0.0))
+    assert adv.cell is None
+    args.credit = "cell"
+    adv = ppo.advantages(buf, args, ppo.Dist())
+    shared = ret - reward[0]
+    assert torch.allclose(adv.step[0], shared - shared.reshape(2, 2).flip(1).reshape(4))
+    assert torch.allclose(adv.cell[0, :, 0], reward[0] - reward[0].reshape(2, 2).flip(1).reshape(4))
+    assert torch.all(adv.cell[~valid] == 0)
+
+
+def near_solved_file(path, real_unique, blanks=2):
+    """A puzzle file (no solutions in it) of real puzzles' solutions with ``blanks`` cells emptied."""
+    rng = np.random.default_rng(0)
+    grids = real_unique[1].copy()
+    for g in grids:
+        g[rng.choice(81, blanks, replace=False)] = 0
+    path.write_text("\n".join(sudoku.format(np.concatenate([grids, grids]))) + "\n")
+    return path
+
+
+def no_solving(monkeypatch):
+    """Make every way the project computes a solution raise."""
+    import envs.search
+    import envs.sudoku
+
+    def refuse(*a, **k):
+        raise AssertionError("a solution was computed in a label-free run")
+
+    for mod, name in ((envs.sudoku, "_search"), (envs.sudoku, "solve"), (envs.sudoku, "count_solutions"),
+                      (envs.search, "search_batch"), (envs.search, "search")):
+        monkeypatch.setattr(mod, name, refuse)
+
+
+@pytest.mark.slow
+def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(tmp_path, real_unique, monkeypatch):
+    f = near_solved_file(tmp_path / "unlabelled.txt", real_unique)
+    no_solving(monkeypatch)
+    argv = ["--out", str(tmp_path / "run"), "--puzzles", str(f), "--reward-mode", "verifier", "--objective", "expert",
+            "--group-size", "4", "--num-envs", "16", "--eval-size", "8", "--updates", "3", "--hidden", "16",
+            "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3"]
+    m = ppo.main(argv)
+    assert m["init"].startswith("scratch") and m["updates"] == 3
+    assert not (tmp_path / "run" / "warm_dis").exists()  # no supervised warm start on the puzzles it trains on
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["init"].startswith("scratch")
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    replay = ck["replay"]  # the model's own verified solutions (two blanks to fill: sampling finds some)
+    assert len(replay) > 0
+    assert all(sudoku.is_solution(p.numpy(), s.numpy()) for p, s in replay)
+
+
+@pytest.mark.slow
+def test_group_objective_runs_end_to_end_from_a_named_checkpoint(tmp_path, tiny_dis_checkpoint, capsys):
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", "group", "--group-size", "4", "--credit", "cell"))
+    assert m["updates"] == 2 and m["objective"] == "group"
+    assert "trained on easy" in m["init"]
+    with pytest.raises(SystemExit):
+        ppo.parse_args(["--objective", "group", "--group-size", "3", "--num-envs", "8"])
+    assert "--group-size must be at least 2 and divide --num-envs 8" in capsys.readouterr().err

@@ -16,8 +16,10 @@ Writes to ``--out`` (each file to a temporary name, then renamed): ``table.md``,
 ``advantage_margin.png``, ``accuracy_vs_guidance.png``.
 
 Agents: ``random``, ``propagation``, ``solver`` always; ``onepass``, ``trm``, ``trm+halt``
-(the TRM checkpoint halting by its Q head), ``dis``, ``ppo_recursion``, ``sb3_ppo`` when
-their checkpoints exist (``runs/<name>/...``) or are given with ``--checkpoint name=path``.
+(the TRM checkpoint halting by its Q head), ``dis``, ``search`` (16 trajectories of the DIS
+checkpoint per puzzle, the first answer the rules verify; ``train/search_curve.py`` sweeps K),
+``ppo_recursion``, ``sb3_ppo`` when their checkpoints exist (``runs/<name>/...``) or are given
+with ``--checkpoint name=path``.
 
 Tiers: the generated ones (``--tiers``), plus any number of puzzle files given with
 ``--puzzle-file NAME=PATH`` (Sudoku-Extreme's CSV, tdoku's format, or one puzzle per

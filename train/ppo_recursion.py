@@ -41,9 +41,13 @@ Objectives (``--objective``):
   the mean of its group's other ``K - 1`` returns is the advantage of each of its steps
   (per cell under ``--credit cell``); with the verifier this is the verified solve against
   the group, as the conflict-free-cell term is weighted ``--verifier-cell-weight``;
-* ``expert``: expert iteration: the same groups, and every step of each episode that ended
-  solved (verified) is fitted by maximum likelihood to the answer it ended with and to its
-  halt decisions; unsolved episodes are left out;
+* ``expert``: expert iteration with the rules as the expert: the same groups, each episode
+  under its own symmetry of the puzzle; every answer the rules verify (an episode that ended
+  solved, or a step's greedy readout that passed) joins a replay of found solutions
+  (``--replay-size``), and after each rollout the model takes ``--epochs`` DIS batches
+  (deep supervision towards DIS's intermediate targets, ``train.supervised.train_batch``)
+  on pairs drawn from that replay, at a constant ``--lr``. No label is read: the targets
+  are the policy's own verified solutions (one process only);
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)`` (CFGRL-style), fitted by
   advantage-weighted maximum likelihood: ``-E[w log pi(a | s)]`` with
   ``w = exp(A / beta)`` (normalised to mean 1, capped at ``--max-weight``); the reference
@@ -72,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.runner import run_episodes, summarize
+from agents.search_agent import verified
 from agents.trm_agent import TRMAgent
 from envs.puzzle_pool import PuzzlePool
 from envs.vector_env import LatentReasoningSudokuVectorEnv
@@ -91,7 +96,9 @@ from train.run_folder import (
     seed_everything,
     set_rng_state,
 )
+from train.supervised import make_optimizer as supervised_optimizer
 from train.supervised import train as train_supervised
+from train.supervised import train_batch
 from trm.checkpoint import config_mismatch, load_checkpoint, load_model, model_weights, save_checkpoint
 from trm.config import TRMConfig
 from trm.losses import log_stablemax
@@ -119,6 +126,7 @@ class Args(RunArgs):
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
     objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group PPO, expert iteration
     group_size: int = 8  # K: episodes of the same puzzle per group (--objective group / expert)
+    replay_size: int = 4096  # --objective expert: the most verified (puzzle, solution) pairs kept (oldest dropped)
     reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward: from the solution, or from the rules alone
     step_cost: float = 0.02  # reward paid per recursion step: the price of compute that halting saves
     verifier_cell_weight: float = 0.1  # verifier mode: weight of the conflict-free-cell term (solves dominate)
@@ -154,7 +162,7 @@ class Args(RunArgs):
 
     def validate(self) -> None:
         super().validate()
-        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size", "val_size", "group_size")
+        positive = ("num_envs", "epochs", "minibatches", "warm_eval_size", "val_size", "group_size", "replay_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -329,24 +337,29 @@ def rollout(
 
     The policy's input at each step is the observation (``TRM.input_tokens``: with the DIS
     default ``input_mode="answer_and_givens"`` its ``answer``, the action sampled at the step
-    before, with the givens marked). Returns tensors indexed
-    ``[t, env]`` (``t < n_sup``): inputs ``tokens``, ``y``, ``z``, ``blank``, actions
+    before, with the givens marked). Returns the episodes' ``puzzle`` ``(n, 81)`` (as the
+    env showed it) and tensors indexed ``[t, env]`` (``t < n_sup``): inputs ``tokens``, ``y``, ``z``, ``blank``, actions
     ``cells``/``halt``, their ``logp`` (and its parts ``cell_logp``, ``halt_logp``),
     ``value``, ``cell_value``, ``reward``, ``cell_reward`` (the env's per-cell part),
     per-blank ``entropy``, ``done``, ``valid`` (the episode was running at step t), and
-    per env ``solved``, ``steps``, ``final_cells`` ``(n, 81)`` (the answer the episode ended with,
-    blanks as sampled) and ``final_score`` (the env's score ``C/B`` of that answer).
+    per env ``solved``, ``steps``, ``final_cells`` ``(n, 81)`` (the answer the episode ended with:
+    givens and sampled blanks), ``final_score`` (the env's score ``C/B`` of that answer), ``verified``
+    (the episode ended solved, or the greedy readout of one of its steps passed the rules:
+    :func:`agents.search_agent.verified`) and ``verified_cells`` ``(n, 81)``, that answer.
     """
     cfg = policy.trm.cfg
     n, dev = venv.num_envs, venv.device
     buf = rollout_buffer(cfg.n_sup, n, cfg.hidden, dev, cfg.prefix_tokens + cfg.seq_len)
     obs, _ = venv.reset()
+    buf["puzzle"] = obs["puzzle"]
     y, z = (s.clone() for s in policy.trm.initial_state(n))
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     solved = torch.zeros(n, dtype=torch.bool, device=dev)
     steps = torch.zeros(n, device=dev)
     final_cells = torch.zeros(n, 81, dtype=torch.long, device=dev)
     final_score = torch.zeros(n, device=dev)
+    found = torch.zeros(n, dtype=torch.bool, device=dev)
+    found_cells = torch.zeros(n, 81, dtype=torch.long, device=dev)
     for t in range(cfg.n_sup):
         idx = alive.nonzero().squeeze(-1)
         tokens = policy.trm.input_tokens(obs["puzzle"], obs["answer"])
@@ -358,9 +371,15 @@ def rollout(
         cells = torch.distributions.Categorical(logits=logp_all).sample()
         halt = torch.bernoulli(torch.sigmoid(out.q)).long()
         f = factored_log_probs(logp_all, out.q, cells, halt, blank)
+        # the rules check the step's greedy readout as well: a verified one is a solution found, label-free
+        p_idx = obs["puzzle"][idx]
+        greedy = torch.where(p_idx > 0, p_idx, logp_all.argmax(-1))
+        new = verified(p_idx, greedy) & ~found[idx]
+        found_cells[idx[new]], found[idx[new]] = greedy[new], True
         y[idx], z[idx] = out.y, out.z
         action = torch.zeros(n, 82, dtype=torch.long, device=dev)
         action[idx, :81], action[idx, 81] = cells, halt
+        written = torch.where(obs["puzzle"] > 0, obs["puzzle"], action[:, :81])  # the answer the env will hold
         obs, reward, term, trunc, info = venv.step(action)
         done = (term | trunc) & alive
         buf["cells"][t, idx], buf["halt"][t, idx] = cells, halt
@@ -370,13 +389,16 @@ def rollout(
         buf["reward"][t], buf["done"][t], buf["valid"][t] = torch.where(alive, reward, 0), done, alive
         buf["cell_reward"][t] = torch.where(alive[:, None], info["cell_reward"], 0)
         solved = torch.where(done, info["solved"], solved)
-        final_cells = torch.where(done[:, None], action[:, :81], final_cells)
+        final_cells = torch.where(done[:, None], written, final_cells)
         final_score = torch.where(done, info["score"], final_score)
         steps += alive.float()
         alive &= ~done
         if not alive.any():
             break
     buf["solved"], buf["steps"], buf["final_cells"], buf["final_score"] = solved, steps, final_cells, final_score
+    # verified answers: the episode's own final answer when solved, else a greedy readout the rules verified
+    buf["verified"] = solved | found
+    buf["verified_cells"] = torch.where(solved[:, None], final_cells, found_cells)
     return buf
 
 
@@ -528,12 +550,7 @@ def minibatch_loss(
     v_loss = 0.5 * (out.value - adv.step_ret[at]) ** 2
     if args.grouped():
         v_loss = torch.zeros_like(v_loss)  # the group is the baseline; the value heads are not trained
-    if args.objective == "expert":
-        # fit every step of a verified episode to the answer it ended with (cells) and to its halts
-        target = factored_log_probs(cell_log_probs(out.logits, args.policy_dist, args.temperature), out.q,
-                                    buf["final_cells"][at[1]], buf["halt"][at], blank)
-        pg = -(target.cell_logp.sum(-1) + target.halt_logp)
-    elif adv.cell is None:
+    if adv.cell is None:
         pg = policy_loss(logp, buf["logp"][at], adv.step[at], adv.step_n[at], args, ddp, n_mb)
     else:
         cell_ratio = (f.cell_logp - buf["cell_logp"][at]).exp()
@@ -565,14 +582,10 @@ def update(
     """
     adv = advantages(buf, args, ddp)
     valid = buf["valid"]
-    if args.objective == "expert":
-        valid = valid & buf["solved"][None, :]  # expert iteration fits verified episodes only
     dev, n_local = valid.device, valid.shape[1]
     rows = torch.arange(n_local, device=dev) if rows is None else rows
     count = ddp.sum(valid.sum().float())
     stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy_per_blank": 0.0, "epochs": 0}
-    if float(count) == 0:
-        return stats  # expert iteration with no verified episode in this rollout: nothing to fit
     n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
     module = policy.module if hasattr(policy, "module") else policy
     for _ in range(args.epochs):
@@ -602,10 +615,6 @@ def update(
                     stats[key] += float(ddp.sum(parts[key].sum().detach()) / count)
         kl = float(ddp.sum(kl_sum) / count)
         stats["approx_kl"], stats["epochs"] = kl, stats["epochs"] + 1
-        if args.objective == "expert":  # a supervised fit of verified answers: its KL is logged, not bounded
-            if not math.isfinite(kl):
-                raise Diverged(f"approximate KL {kl}")
-            continue
         if not math.isfinite(kl) or kl > args.abort_kl:
             raise Diverged(f"approximate KL {kl:.3g} exceeds --abort-kl {args.abort_kl}; a lower --lr keeps updates smaller")
         if kl > args.target_kl:
@@ -870,6 +879,12 @@ class RLRun:
         self.cfg = model.cfg
         self.policy = RecursionPolicy(model).to(device)
         self.opt = make_optimizer(self.policy, args)
+        # expert iteration: DIS batches at a constant --lr on the replay of verified solutions
+        self.expert_cfg = TRMConfig.from_dict({**self.cfg.to_dict(), "lr": args.lr, "lr_min_ratio": 1.0, "warmup_steps": 1})
+        if args.objective == "expert":
+            self.opt = supervised_optimizer(self.expert_cfg, self.policy.trm)
+        self.replay = torch.zeros(0, 2, 81, dtype=torch.long, device=device)  # (pairs, puzzle / solution, 81)
+        self.target_gen = torch.Generator(device=device).manual_seed(args.seed)  # DIS's intermediate targets
         self.venv = make_train_env(args, data.train, self.cfg.n_sup, ddp, device)
         self.mb_gen = torch.Generator().manual_seed(args.seed)
         local = args.num_envs // ddp.world
@@ -895,6 +910,8 @@ class RLRun:
             "state": dict(self.state),
             "args": vars(self.args),
             "before": self.before,
+            "replay": self.replay,
+            "target_generator": self.target_gen.get_state(),
         }
 
     def restore(self, ck: dict[str, Any]) -> None:
@@ -907,13 +924,19 @@ class RLRun:
         self.venv.set_rng_state(ck["env_generator"])
         self.mb_gen.set_state(ck["minibatch_generator"])
         self.state, self.before = ck["state"], ck["before"]
+        self.replay = ck.get("replay", self.replay).to(self.device)
+        if "target_generator" in ck:
+            self.target_gen.set_state(ck["target_generator"])
 
     def iteration(self) -> dict[str, float]:
         """One rollout and one update; returns the logged statistics."""
         ddp, n = self.ddp, self.args.num_envs
         self.policy.trm.reset_counter()
         buf = rollout(self.policy, self.venv, self.args.policy_dist, self.args.temperature)
-        stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
+        if self.args.objective == "expert":
+            stats = self.expert_update(buf)
+        else:
+            stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
         n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
         calls = torch.tensor(float(self.policy.trm.net.sample_calls), device=self.device)
         self.state["update"] += 1
@@ -925,8 +948,33 @@ class RLRun:
         # the env's score of the final answers: with the verifier, the conflict-free share of blanks
         # (what the shaping pays for); set against eval/cell_accuracy it shows reward hacking
         stats["final_score"] = float(ddp.sum(buf["final_score"].sum()) / n)
+        stats["verified"] = float(ddp.sum(buf["verified"].float().sum()) / n)
         # exploration as sampled: mean per-blank entropy (nats) of the distribution the rollout drew from
         stats["rollout_entropy_per_blank"] = float(ddp.sum((buf["entropy"] * buf["valid"]).sum()) / max(n_steps, 1))
+        return stats
+
+    def expert_update(self, buf: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Add the rollout's verified answers to the replay, then take ``--epochs`` DIS batches from it.
+
+        A pair is ``(puzzle, answer)`` in the view the episode saw; the answer passed the rules
+        (:func:`agents.search_agent.verified`), so for a puzzle with one solution it is that
+        solution, found without reading any. Batches of ``cfg.batch_size`` pairs are drawn
+        uniformly from the replay with ``minibatch_generator``.
+        """
+        v = buf["verified"]
+        found = torch.stack([buf["puzzle"][v], buf["verified_cells"][v]], 1)
+        self.replay = torch.cat([self.replay, found])[-self.args.replay_size :]
+        stats = {"approx_kl": 0.0, "epochs": 0, "loss": 0.0, "replay": float(len(self.replay)), "new_pairs": float(len(found))}
+        if not len(self.replay):
+            return stats
+        b = min(self.expert_cfg.batch_size, len(self.replay))
+        for _ in range(self.args.epochs):
+            pick = torch.randint(len(self.replay), (b,), generator=self.mb_gen).to(self.device)
+            pairs = self.replay[pick]
+            logs = train_batch(self.policy.trm, None, self.opt, self.expert_cfg, pairs[:, 0], pairs[:, 1],
+                               self.target_gen, 0, progress=0.0)
+            stats["loss"] += float(np.mean(logs["loss"])) / self.args.epochs
+            stats["epochs"] += 1
         return stats
 
 
@@ -957,7 +1005,7 @@ def train_loop(run: RunFolder, rl: RLRun) -> None:
         if run.lead:
             print(
                 f"update {u:4d}  return {stats['return']:+.3f}  solve {stats['solve_rate']:6.1%}  "
-                f"steps {stats['mean_steps']:4.2f}  "
+                f"verified {stats['verified']:6.1%}  steps {stats['mean_steps']:4.2f}  "
                 f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {rl.state['wall_seconds']:.0f}s",
                 flush=True,
             )
@@ -1013,6 +1061,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     ddp = init_distributed(args.device)
     device = rank_device(args.device, ddp)
+    if args.objective == "expert" and ddp.world > 1:
+        raise ValueError("--objective expert runs in one process (each would keep its own replay)")
     if args.num_envs % (ddp.world * (args.group_size if args.grouped() else 1)):
         raise ValueError(f"--num-envs {args.num_envs} must divide evenly over {ddp.world} processes"
                          + (f" in groups of --group-size {args.group_size}" if args.grouped() else ""))
