@@ -74,15 +74,7 @@ class Args:
         for name in ("seeds", "puzzles", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for t in self.tier_list():
-            if t not in sudoku.TIERS:
-                raise ValueError(f"unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
-        files = pairs(self.puzzle_file, "--puzzle-file")
-        for name, path in files.items():
-            if not Path(path).is_file():
-                raise ValueError(f"--puzzle-file {name}={path}: no such file")
-        if not self.tier_list() and not files:
-            raise ValueError("no tiers: give --tiers or at least one --puzzle-file")
+        check_tiers(self.tier_list(), self.puzzle_file)
         try:
             [float(w) for w in self.guidance.split(",")]
         except ValueError:
@@ -91,6 +83,19 @@ class Args:
 
     def tier_list(self) -> list[str]:
         return [t for t in self.tiers.split(",") if t]
+
+
+def check_tiers(tiers: list[str], puzzle_file: list[str]) -> None:
+    """Generated tiers must be known and ``--puzzle-file NAME=PATH`` files must exist; at least one of either."""
+    for t in tiers:
+        if t not in sudoku.TIERS:
+            raise ValueError(f"unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
+    files = pairs(puzzle_file, "--puzzle-file")
+    for name, path in files.items():
+        if not Path(path).is_file():
+            raise ValueError(f"--puzzle-file {name}={path}: no such file")
+    if not tiers and not files:
+        raise ValueError("no tiers: give --tiers or at least one --puzzle-file")
 
 
 def pairs(items: list[str], option: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ from agents.runner import run_episodes
 from agents.search_agent import SearchAgent
 from envs import sudoku
 from train import cli
-from train.benchmark import pairs
+from train.benchmark import check_tiers, pairs
 from train.held_out import benchmark_set
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
@@ -62,15 +62,7 @@ class Args:
             raise ValueError(f"--ks must be comma-separated integers, got {self.ks!r}") from None
         if not ks or min(ks) < 1:
             raise ValueError(f"--ks must list integers >= 1, got {self.ks!r}")
-        for t in self.tier_list():
-            if t not in sudoku.TIERS:
-                raise ValueError(f"unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
-        files = pairs(self.puzzle_file, "--puzzle-file")
-        for name, path in files.items():
-            if not Path(path).is_file():
-                raise ValueError(f"--puzzle-file {name}={path}: no such file")
-        if not self.tier_list() and not files:
-            raise ValueError("no tiers: give --tiers or at least one --puzzle-file")
+        check_tiers(self.tier_list(), self.puzzle_file)
         if not (self.temperature > 0 and self.latent_noise >= 0):
             raise ValueError("--temperature must be above 0 and --latent-noise at least 0")
         check_device(self.device)
