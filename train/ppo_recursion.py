@@ -1,7 +1,8 @@
 """RL over recursion steps: the TRM policy acts in LatentReasoning-Sudoku-v0, one deep recursion per step.
 
 The main job. With no ``--init-from`` it first warms the policy with a short DIS run
-(``train/train_dis.py``, on this run's own training pool and held-out split), then trains
+(``train/train_dis.py``, on this run's own training pool and held-out split; with
+``--reward-mode verifier`` never: a label-free run starts from scratch), then trains
 it with RL in the batched environment, and ends by
 printing solve rate, forward passes per puzzle and dead-compute share before and
 after RL (greedy decoding, halting when the Q head says so).
@@ -109,7 +110,7 @@ INIT_KINDS = ("dis", "trm", KIND)
 # settings that define the data or the objective: a --resume must keep them
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
 FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
-FIXED_ON_RESUME += ("credit", "policy_dist", "temperature")
+FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "replay_size", "verifier_cell_weight")
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Args(RunArgs):
     puzzles: str = ""  # puzzle file; with --reward-mode verifier its solutions are never read by RL
     pool_size: int = 4096  # generated training puzzles (the warm start draws from the same pool)
     eval_size: int = 256  # held-out puzzles (the DIS warm start holds out the same ones)
-    init_from: str = ""  # a dis / trm / ppo_recursion checkpoint; empty: warm start with DIS
+    init_from: str = ""  # a dis / trm / ppo_recursion checkpoint; empty: DIS warm start (verifier: scratch)
     warm_minutes: float = 4.0  # the DIS warm start's budget
     warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
