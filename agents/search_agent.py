@@ -31,15 +31,9 @@ import torch
 
 from agents.base import AgentBase, make_action
 from envs import augmentation
-from envs.rules import conflict_mask
+from envs.rules import verified
 from trm.checkpoint import load_model
 from trm.model import TRM
-
-
-def verified(puzzle: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: ``answer (B, 81)`` keeps the givens of ``puzzle (B, 81)``, fills every cell and has no conflict."""
-    keeps = ((puzzle == 0) | (answer == puzzle)).all(-1)
-    return keeps & (answer > 0).all(-1) & ~conflict_mask(answer).any(-1)
 
 
 class SearchAgent(AgentBase):
@@ -88,13 +82,13 @@ class SearchAgent(AgentBase):
         puzzle = obs["puzzle"]
         n, dev = puzzle.shape[0], puzzle.device
         gen = torch.Generator(device=dev).manual_seed(self.seed)
-        src, digit = augmentation.random_symmetry(n * self.k, gen, dev)
-        if not self.symmetries:
+        if self.symmetries:
+            src, digit = augmentation.random_symmetry(n * self.k, gen, dev)
+        else:
             src, digit = augmentation.identity(n * self.k, dev)
         src[:: self.k], digit[:: self.k] = augmentation.identity(n, dev)  # the greedy trajectory sees the puzzle as given
         view = augmentation.apply(src, digit, puzzle.repeat_interleave(self.k, 0))[0]
         return {
-            "symmetry": (src, digit),
             "inverse": augmentation.inverse(src, digit),
             "view": view,
             "y": None,
@@ -132,18 +126,20 @@ class SearchAgent(AgentBase):
             z = z_out.new_zeros(n * k, *z_out.shape[1:])
         y[rows], z[rows] = out.y, z_out
         logits = out.logits.float()
-        probs = torch.softmax(logits / self.temperature, -1).reshape(-1, 10)
-        draw = torch.multinomial(probs, 1, generator=state["generator"]).reshape(logits.shape[:2])
-        if not self.sample:
-            draw = logits.argmax(-1)
-        greedy = torch.where(p_rows > 0, p_rows, logits.argmax(-1))
+        best = logits.argmax(-1)
+        if self.sample:
+            probs = torch.softmax(logits / self.temperature, -1).reshape(-1, 10)
+            draw = torch.multinomial(probs, 1, generator=state["generator"]).reshape(logits.shape[:2])
+        else:
+            draw = best
+        greedy = torch.where(p_rows > 0, p_rows, best)
         new = torch.where(sampled[:, None], torch.where(p_rows > 0, p_rows, draw), greedy)
         answers = answers.clone()
         answers[rows] = new
         # candidates, 2K per puzzle: each trajectory's greedy readout, then its sampled answer
-        cand = torch.stack([greedy, new], 1).reshape(-1, k, 2, 81).transpose(1, 2).reshape(-1, 2 * k, 81)
-        ok = verified(p_rows.repeat_interleave(2, 0), torch.stack([greedy, new], 1).reshape(-1, 81))
-        ok = ok.reshape(-1, k, 2).transpose(1, 2).reshape(-1, 2 * k)  # (acting puzzles, 2K)
+        pairs = torch.stack([greedy, new], 1)  # (rows, 2, 81)
+        cand = pairs.reshape(-1, k, 2, 81).transpose(1, 2).reshape(-1, 2 * k, 81)
+        ok = verified(p_rows[:, None], pairs).reshape(-1, k, 2).transpose(1, 2).reshape(-1, 2 * k)  # (acting puzzles, 2K)
         found = ok.any(-1)
         pick = torch.where(found, ok.float().argmax(-1), 0)  # first verified candidate, else the greedy trajectory
         answer = obs["answer"].clone()

@@ -118,6 +118,15 @@ def conflict_mask_packed(grid: Any) -> Any:
     return (((rc & w).reshape(*lead, 3, 3, 3, 3) | box).reshape(*lead, 81)) != 0
 
 
+def verified(puzzle: Any, answer: Any) -> Any:
+    """``(...)`` bool: ``answer (..., 81)`` is complete, conflict-free and keeps every given of ``puzzle (..., 81)``.
+
+    For a puzzle with one solution this is exactly "``answer`` is the solution", checked
+    by the rules alone. Numpy arrays and torch tensors alike (the result comes back in kind).
+    """
+    return (answer > 0).all(-1) & ~conflict_mask(answer).any(-1) & ((puzzle == 0) | (puzzle == answer)).all(-1)
+
+
 def cell_scores(puzzle: Any, answer: Any, solution: Any | None, mode: str) -> tuple[Any, Any, Any]:
     """Per-cell terms of the potential: ``(cells (..., 81) bool, solved (...), conflicts (...))``.
 

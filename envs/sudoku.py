@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from envs import augmentation, search
-from envs.rules import conflict_mask
+from envs.rules import conflict_mask, verified
 
 _PLAIN = re.compile(r"[0-9.]*")  # cells with no separators or spaces
 _CHARS = {**{str(d): d for d in range(10)}, ".": 0}
@@ -161,7 +161,7 @@ def conflicts(grid: Any) -> np.ndarray:
 def is_solution(puzzle: Any, answer: Any) -> bool | np.ndarray:
     """True when ``answer`` is complete, conflict-free and keeps every given of ``puzzle``."""
     p, a = as_grids(puzzle, name="puzzle"), as_grids(answer, name="answer")
-    ok = (a > 0).all(-1) & ~conflict_mask(a).any(-1) & ((p == 0) | (p == a)).all(-1)
+    ok = verified(p, a)
     return bool(ok) if ok.ndim == 0 else ok
 
 

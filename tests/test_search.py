@@ -13,9 +13,10 @@ import torch
 
 import agents
 from agents.runner import run_episodes
-from agents.search_agent import SearchAgent, verified
+from agents.search_agent import SearchAgent
 from agents.trm_agent import TRMAgent
 from envs import augmentation, sudoku
+from envs.rules import verified
 from trm.checkpoint import load_model
 
 REPO = Path(__file__).resolve().parents[1]

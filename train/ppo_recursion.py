@@ -77,9 +77,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.runner import run_episodes, summarize
-from agents.search_agent import verified
 from agents.trm_agent import TRMAgent
 from envs.puzzle_pool import PuzzlePool
+from envs.rules import verified
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
@@ -346,7 +346,7 @@ def rollout(
     per env ``solved``, ``steps``, ``final_cells`` ``(n, 81)`` (the answer the episode ended with:
     givens and sampled blanks), ``final_score`` (the env's score ``C/B`` of that answer), ``verified``
     (the episode ended solved, or the greedy readout of one of its steps passed the rules:
-    :func:`agents.search_agent.verified`) and ``verified_cells`` ``(n, 81)``, that answer.
+    :func:`envs.rules.verified`) and ``verified_cells`` ``(n, 81)``, that answer.
     """
     cfg = policy.trm.cfg
     n, dev = venv.num_envs, venv.device
@@ -364,7 +364,8 @@ def rollout(
     for t in range(cfg.n_sup):
         idx = alive.nonzero().squeeze(-1)
         tokens = policy.trm.input_tokens(obs["puzzle"], obs["answer"])
-        blank = obs["puzzle"][idx] == 0
+        p_idx = obs["puzzle"][idx]
+        blank = p_idx == 0
         buf["tokens"][t, idx], buf["blank"][t, idx] = tokens[idx], blank
         buf["y"][t, idx], buf["z"][t, idx] = y[idx], z[idx]
         out = policy(tokens[idx], y[idx], z[idx], torch.full((idx.numel(),), t + 1, device=dev))
@@ -373,8 +374,7 @@ def rollout(
         halt = torch.bernoulli(torch.sigmoid(out.q)).long()
         f = factored_log_probs(logp_all, out.q, cells, halt, blank)
         # the rules check the step's greedy readout as well: a verified one is a solution found, label-free
-        p_idx = obs["puzzle"][idx]
-        greedy = torch.where(p_idx > 0, p_idx, logp_all.argmax(-1))
+        greedy = torch.where(blank, logp_all.argmax(-1), p_idx)
         new = verified(p_idx, greedy) & ~found[idx]
         found_cells[idx[new]], found[idx[new]] = greedy[new], True
         y[idx], z[idx] = out.y, out.z
@@ -548,9 +548,8 @@ def minibatch_loss(
     f = factored_log_probs(cell_log_probs(out.logits, args.policy_dist, args.temperature), out.q, buf["cells"][at],
                            buf["halt"][at], blank)
     logp = f.cell_logp.sum(-1) + f.halt_logp
-    v_loss = 0.5 * (out.value - adv.step_ret[at]) ** 2
-    if args.grouped():
-        v_loss = torch.zeros_like(v_loss)  # the group is the baseline; the value heads are not trained
+    # the group is the baseline of --objective group: the value heads are not trained there
+    v_loss = torch.zeros_like(logp) if args.grouped() else 0.5 * (out.value - adv.step_ret[at]) ** 2
     if adv.cell is None:
         pg = policy_loss(logp, buf["logp"][at], adv.step[at], adv.step_n[at], args, ddp, n_mb)
     else:
@@ -586,8 +585,8 @@ def update(
     dev, n_local = valid.device, valid.shape[1]
     rows = torch.arange(n_local, device=dev) if rows is None else rows
     count = ddp.sum(valid.sum().float())
-    stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy_per_blank": 0.0, "epochs": 0}
     n_global = int(ddp.sum(torch.tensor(float(n_local), device=dev)).item())
+    stats = {"approx_kl": 0.0, "clip_frac": 0.0, "loss": 0.0, "value_loss": 0.0, "entropy_per_blank": 0.0, "epochs": 0}
     module = policy.module if hasattr(policy, "module") else policy
     for _ in range(args.epochs):
         perm_group = torch.empty(n_global, dtype=torch.long)
@@ -639,9 +638,12 @@ def warm_start(args: Args, device: str) -> Path:
     return warm / "checkpoint.pt"
 
 
-def load_init(args: Args, path: Path) -> TRM:
-    """The policy's TRM from a dis / trm / ppo_recursion checkpoint, with the halting feature added when new."""
+def load_init(args: Args, path: Path) -> tuple[TRM, str]:
+    """The policy's TRM from a dis / trm / ppo_recursion checkpoint, with the halting feature added when new,
+    and a description of the start: the path, the checkpoint's kind and the source it was trained on."""
     ck = load_checkpoint(path, kind=INIT_KINDS)
+    trained = ck.get("args") or {}
+    source = f"checkpoint {path} ({ck['kind']}, trained on {trained.get('puzzles') or trained.get('difficulty', '?')})"
     cfg = TRMConfig.from_dict(ck["config"])
     if args.hidden and args.hidden != cfg.hidden:
         raise ValueError(f"--init-from: {path} has hidden={cfg.hidden}, but --hidden {args.hidden} was asked for")
@@ -660,7 +662,7 @@ def load_init(args: Args, path: Path) -> TRM:
             model.q_head.bias.fill_(args.halt_init_bias)
             if model.q_confidence is not None:
                 model.q_confidence.fill_(args.halt_init_weight)
-    return model
+    return model, source
 
 
 def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
@@ -668,13 +670,10 @@ def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
     reads no solution); else a DIS warm start that rank 0 trains and every rank then reads
     (then ``--init-from`` names it)."""
     if args.init_from:
-        ck = load_checkpoint(args.init_from, kind=INIT_KINDS)
-        trained_on = (ck.get("args") or {}).get("puzzles") or (ck.get("args") or {}).get("difficulty", "?")
-        source = f"checkpoint {args.init_from} ({ck['kind']}, trained on {trained_on})"
-        return load_init(args, Path(args.init_from)).to(device), source
+        model, source = load_init(args, Path(args.init_from))
+        return model.to(device), source
     if args.reward_mode == "verifier":
-        cfg = TRMConfig.dis(**({"hidden": args.hidden} if args.hidden else {}))
-        cfg = TRMConfig.from_dict({**cfg.to_dict(), "halt_confidence": not args.pooled_halt})
+        cfg = TRMConfig.dis(halt_confidence=not args.pooled_halt, **({"hidden": args.hidden} if args.hidden else {}))
         torch.manual_seed(args.seed)
         return TRM(cfg).to(device), "scratch (label-free: no supervised warm start)"
     warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
@@ -683,7 +682,7 @@ def initial_model(args: Args, ddp: Dist, device: str) -> tuple[TRM, str]:
     if ddp.world > 1:
         dist.barrier()
     args.init_from = str(warm)
-    return load_init(args, warm).to(device), f"DIS warm start ({args.warm_minutes} min, {warm.parent})"
+    return load_init(args, warm)[0].to(device), f"DIS warm start ({args.warm_minutes} min, {warm.parent})"
 
 
 def make_optimizer(policy: RecursionPolicy, args: Args) -> torch.optim.Optimizer:
@@ -880,9 +879,8 @@ class RLRun:
         self.cfg = model.cfg
         self.policy = RecursionPolicy(model).to(device)
         self.opt = make_optimizer(self.policy, args)
-        # expert iteration: DIS batches at a constant --lr on the replay of verified solutions
-        self.expert_cfg = TRMConfig.from_dict({**self.cfg.to_dict(), "lr": args.lr, "lr_min_ratio": 1.0, "warmup_steps": 1})
-        if args.objective == "expert":
+        if args.objective == "expert":  # DIS batches at a constant --lr on the replay of verified solutions
+            self.expert_cfg = TRMConfig.from_dict({**self.cfg.to_dict(), "lr": args.lr, "lr_min_ratio": 1.0, "warmup_steps": 1})
             self.opt = supervised_optimizer(self.expert_cfg, self.policy.trm)
         self.replay = torch.zeros(0, 2, 81, dtype=torch.long, device=device)  # (pairs, puzzle / solution, 81)
         self.target_gen = torch.Generator(device=device).manual_seed(args.seed)  # DIS's intermediate targets
@@ -958,7 +956,7 @@ class RLRun:
         """Add the rollout's verified answers to the replay, then take ``--epochs`` DIS batches from it.
 
         A pair is ``(puzzle, answer)`` in the view the episode saw; the answer passed the rules
-        (:func:`agents.search_agent.verified`), so for a puzzle with one solution it is that
+        (:func:`envs.rules.verified`), so for a puzzle with one solution it is that
         solution, found without reading any. Batches of ``cfg.batch_size`` pairs are drawn
         uniformly from the replay with ``minibatch_generator``.
         """
