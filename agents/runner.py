@@ -31,7 +31,7 @@ def run_episodes(
     Returns numpy arrays ``solved``, ``cell_accuracy``, ``steps``, ``forward_passes``,
     ``dead_steps`` (steps that do not raise the score: the reward ``r_t`` with no step
     cost is not positive, which includes every step taken on an already solved board),
-    ``search_nodes``,
+    ``search_nodes``, ``answers`` ``(n, 81)`` (the answer each episode ended with),
     lists ``cell_accuracy_per_step`` / ``solve_rate_per_step`` (each episode counted
     at its final answer once it has ended) and ``advantage_margin_per_step`` (mean over
     blanks of the episodes acting, for agents with a guided readout), and ``wall_seconds``.
@@ -55,9 +55,12 @@ def run_episodes(
     alive = torch.ones(n, dtype=torch.bool, device=device)
     z = {k: torch.zeros(n, device=device) for k in ("cell_accuracy", "steps", "forward_passes", "dead_steps", "search_nodes")}
     solved = torch.zeros(n, dtype=torch.bool, device=device)
+    answers = obs["puzzle"].clone()
     curves: dict[str, list[float]] = {"cell_accuracy_per_step": [], "solve_rate_per_step": [], "advantage_margin_per_step": []}
     for _ in range(max_steps):
         action, state, info = agent.act(obs, state)
+        written = torch.where(obs["puzzle"] > 0, obs["puzzle"], action[:, :81].to(device))  # the env keeps the givens
+        answers = torch.where(alive[:, None], written, answers)
         obs, reward, term, trunc, env_info = venv.step(action)
         z["forward_passes"] += torch.where(alive, info["forward_passes"].to(device), 0)
         if "search_nodes" in info:
@@ -79,6 +82,7 @@ def run_episodes(
     wall = time.perf_counter() - t0
     out = {k: v.cpu().numpy() for k, v in z.items()}
     out["solved"] = solved.cpu().numpy()
+    out["answers"] = answers.cpu().numpy()
     return {**out, **curves, "wall_seconds": wall}
 
 

@@ -373,12 +373,13 @@ def no_solving(monkeypatch):
 
 
 @pytest.mark.slow
-def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(tmp_path, real_unique, monkeypatch):
+@pytest.mark.parametrize("search", [[], ["--expert-search", "4"]], ids=["episodes", "search"])
+def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(tmp_path, real_unique, monkeypatch, search):
     f = near_solved_file(tmp_path / "unlabelled.txt", real_unique)
     no_solving(monkeypatch)
     argv = ["--out", str(tmp_path / "run"), "--puzzles", str(f), "--reward-mode", "verifier", "--objective", "expert",
             "--group-size", "4", "--num-envs", "16", "--eval-size", "8", "--updates", "3", "--hidden", "16",
-            "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3"]
+            "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3", *search]
     m = ppo.main(argv)
     assert m["init"].startswith("scratch") and m["updates"] == 3
     assert not (tmp_path / "run" / "warm_dis").exists()  # no supervised warm start on the puzzles it trains on
@@ -388,6 +389,16 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     replay = ck["replay"]  # the model's own verified solutions (two blanks to fill: sampling finds some)
     assert len(replay) > 0
     assert all(sudoku.is_solution(p.numpy(), s.numpy()) for p, s in replay)
+    if search:  # each round searches pool entries no round has solved yet: one replay pair per solved entry
+        assert int(ck["pool_solved"].sum()) == len(replay)
+
+
+def test_expert_search_needs_the_expert_objective_and_divides_the_rollout(capsys):
+    for bad in (["--expert-search", "4"], ["--objective", "expert", "--expert-search", "3"],
+                ["--objective", "expert", "--expert-search", "-2"]):
+        with pytest.raises(SystemExit):
+            ppo.parse_args(bad)
+        assert "--expert-search" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -76,6 +76,9 @@ def test_search_finds_verified_answers_that_greedy_misses_and_counts_every_traje
     # a puzzle stops once verified: K trajectories were paid for each step it took, no more
     assert np.allclose(search["forward_passes"], 32 * per_step * search["steps"])
     assert (search["steps"][search["solved"]] < 6).mean() > 0.5
+    # the runner returns the answer each episode ended with: the solved ones are the solutions
+    assert np.array_equal(search["answers"][search["solved"]], s[search["solved"]])
+    assert (search["answers"][near > 0] == near[near > 0]).all()  # the givens are kept
 
 
 def test_search_agent_refuses_bad_settings(tiny_model):

@@ -47,8 +47,14 @@ Objectives (``--objective``):
   solved, or a step's greedy readout that passed) joins a replay of found solutions
   (``--replay-size``), and after each rollout the model takes ``--epochs`` DIS batches
   (deep supervision towards DIS's intermediate targets, ``train.supervised.train_batch``)
-  on pairs drawn from that replay, at a constant ``--lr``. No label is read: the targets
-  are the policy's own verified solutions (one process only);
+  on pairs drawn from that replay (each under a random symmetry), at a constant ``--lr``.
+  No label is read: the targets are the policy's own verified solutions (one process
+  only). With ``--expert-search K`` the expert is test-time search instead of the
+  rollout's episodes: each round :class:`agents.search_agent.SearchAgent` (``K`` sampled
+  trajectories per puzzle, each under its own symmetry, the rules as verifier) runs on
+  ``--num-envs / K`` training puzzles it has not solved yet, and what it verifies joins
+  the replay; the model it searches with is the one being trained, so what it finds
+  grows as it learns;
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)`` (CFGRL-style), fitted by
   advantage-weighted maximum likelihood: ``-E[w log pi(a | s)]`` with
   ``w = exp(A / beta)`` (normalised to mean 1, capped at ``--max-weight``); the reference
@@ -77,7 +83,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.runner import run_episodes, summarize
+from agents.search_agent import SearchAgent
 from agents.trm_agent import TRMAgent
+from envs import augmentation
 from envs.puzzle_pool import PuzzlePool
 from envs.rules import verified
 from envs.vector_env import LatentReasoningSudokuVectorEnv
@@ -111,6 +119,7 @@ INIT_KINDS = ("dis", "trm", KIND)
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
 FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
 FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "replay_size", "verifier_cell_weight")
+FIXED_ON_RESUME += ("expert_search",)
 
 
 @dataclass
@@ -128,6 +137,7 @@ class Args(RunArgs):
     objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group PPO, expert iteration
     group_size: int = 8  # K: episodes of the same puzzle per group (--objective group / expert)
     replay_size: int = 4096  # --objective expert: the most verified (puzzle, solution) pairs kept (oldest dropped)
+    expert_search: int = 0  # --objective expert: K of a verified search labelling --num-envs / K puzzles a round (0: off)
     reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward: from the solution, or from the rules alone
     step_cost: float = 0.02  # reward paid per recursion step: the price of compute that halting saves
     verifier_cell_weight: float = 0.1  # verifier mode: weight of the conflict-free-cell term (solves dominate)
@@ -174,6 +184,9 @@ class Args(RunArgs):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
         if self.updates < 0 or self.hidden < 0 or self.eval_every < 0:
             raise ValueError("--updates, --hidden and --eval-every must be >= 0")
+        if self.expert_search and (self.objective != "expert" or self.expert_search < 1 or self.num_envs % self.expert_search):
+            raise ValueError(f"--expert-search {self.expert_search} needs --objective expert and must be a positive "
+                             f"divisor of --num-envs {self.num_envs}")
         if self.grouped() and (self.group_size < 2 or self.num_envs % self.group_size):
             raise ValueError(f"--group-size must be at least 2 and divide --num-envs {self.num_envs}, got {self.group_size}")
         if self.gamma != 1.0:
@@ -883,6 +896,7 @@ class RLRun:
             self.expert_cfg = TRMConfig.from_dict({**self.cfg.to_dict(), "lr": args.lr, "lr_min_ratio": 1.0, "warmup_steps": 1})
             self.opt = supervised_optimizer(self.expert_cfg, self.policy.trm)
         self.replay = torch.zeros(0, 2, 81, dtype=torch.long, device=device)  # (pairs, puzzle / solution, 81)
+        self.pool_solved = np.zeros(len(data.train), dtype=bool)  # --expert-search: training puzzles already verified
         self.target_gen = torch.Generator(device=device).manual_seed(args.seed)  # DIS's intermediate targets
         self.venv = make_train_env(args, data.train, self.cfg.n_sup, ddp, device)
         self.mb_gen = torch.Generator().manual_seed(args.seed)
@@ -910,6 +924,7 @@ class RLRun:
             "args": vars(self.args),
             "before": self.before,
             "replay": self.replay,
+            "pool_solved": torch.as_tensor(self.pool_solved),
             "target_generator": self.target_gen.get_state(),
         }
 
@@ -924,44 +939,68 @@ class RLRun:
         self.mb_gen.set_state(ck["minibatch_generator"])
         self.state, self.before = ck["state"], ck["before"]
         self.replay = ck.get("replay", self.replay).to(self.device)
+        if "pool_solved" in ck:
+            self.pool_solved = ck["pool_solved"].numpy().copy()
         if "target_generator" in ck:
             self.target_gen.set_state(ck["target_generator"])
 
     def iteration(self) -> dict[str, float]:
-        """One rollout and one update; returns the logged statistics."""
+        """One rollout (or, with ``--expert-search``, one search round) and one update; returns the logged statistics."""
         ddp, n = self.ddp, self.args.num_envs
         self.policy.trm.reset_counter()
-        buf = rollout(self.policy, self.venv, self.args.policy_dist, self.args.temperature)
-        if self.args.objective == "expert":
-            stats = self.expert_update(buf)
+        if self.args.expert_search:
+            stats, n_steps = self.search_round()
         else:
-            stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
-        n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
+            buf = rollout(self.policy, self.venv, self.args.policy_dist, self.args.temperature)
+            if self.args.objective == "expert":
+                stats = self.fit_replay(torch.stack([buf["puzzle"], buf["verified_cells"]], 1)[buf["verified"]])
+            else:
+                stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
+            n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
+            stats.update(rollout_stats(buf, n_steps, n, ddp))
         calls = torch.tensor(float(self.policy.trm.net.sample_calls), device=self.device)
         self.state["update"] += 1
         self.state["env_steps"] += n_steps
         self.state["train_forward_passes"] += int(ddp.sum(calls).item())
-        stats["return"] = float(ddp.sum(buf["reward"].sum()) / n)
-        stats["solve_rate"] = float(ddp.sum(buf["solved"].float().sum()) / n)
-        stats["mean_steps"] = n_steps / n
-        # the env's score of the final answers: with the verifier, the conflict-free share of blanks
-        # (what the shaping pays for); set against eval/cell_accuracy it shows reward hacking
-        stats["final_score"] = float(ddp.sum(buf["final_score"].sum()) / n)
-        stats["verified"] = float(ddp.sum(buf["verified"].float().sum()) / n)
-        # exploration as sampled: mean per-blank entropy (nats) of the distribution the rollout drew from
-        stats["rollout_entropy_per_blank"] = float(ddp.sum((buf["entropy"] * buf["valid"]).sum()) / max(n_steps, 1))
         return stats
 
-    def expert_update(self, buf: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Add the rollout's verified answers to the replay, then take ``--epochs`` DIS batches from it.
+    def search_round(self) -> tuple[dict[str, float], int]:
+        """Label ``--num-envs / K`` training puzzles by verified search with the current model, then fit the replay.
 
-        A pair is ``(puzzle, answer)`` in the view the episode saw; the answer passed the rules
+        The puzzles are drawn (``minibatch_generator``) from those of the pool no round has
+        solved yet (all of them once every one is solved). A pair joins the replay only if
+        :func:`envs.rules.verified` passes it: the search reads no label. Returns the
+        statistics and the env steps the search took (every trajectory of a puzzle
+        counted once per step, as the runner counts a puzzle's steps).
+        """
+        k, pool = self.args.expert_search, self.data.train.puzzles
+        todo = np.flatnonzero(~self.pool_solved) if not self.pool_solved.all() else np.arange(len(pool))
+        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: self.args.num_envs // k].numpy()]
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
+        agent = SearchAgent(self.policy.trm, k=k, temperature=self.args.temperature, seed=seed)
+        res = run_episodes(agent, pool[pick], None, device=self.device, max_steps=self.cfg.n_sup)
+        self.policy.trm.train()
+        puzzles = torch.as_tensor(pool[pick], dtype=torch.long, device=self.device)
+        answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
+        ok = verified(puzzles, answers)
+        self.pool_solved[pick[ok.cpu().numpy()]] = True
+        stats = self.fit_replay(torch.stack([puzzles, answers], 1)[ok])
+        rate = float(ok.float().mean())
+        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": float(res["steps"].mean()),
+                      "pool_solved": float(self.pool_solved.mean()),
+                      "search_passes_per_puzzle": float(res["forward_passes"].mean())})
+        return stats, int(res["steps"].sum()) * k
+
+    def fit_replay(self, found: torch.Tensor) -> dict[str, float]:
+        """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--epochs`` DIS batches from it.
+
+        A pair is ``(puzzle, answer)`` in the view it was found in; the answer passed the rules
         (:func:`envs.rules.verified`), so for a puzzle with one solution it is that
         solution, found without reading any. Batches of ``cfg.batch_size`` pairs are drawn
-        uniformly from the replay with ``minibatch_generator``.
+        uniformly from the replay with ``minibatch_generator`` and each pair is shown under a
+        random symmetry (as supervised training augments), so a small replay is not memorised
+        in one orientation.
         """
-        v = buf["verified"]
-        found = torch.stack([buf["puzzle"][v], buf["verified_cells"][v]], 1)
         self.replay = torch.cat([self.replay, found])[-self.args.replay_size :]
         stats = {"approx_kl": 0.0, "epochs": 0, "loss": 0.0, "replay": float(len(self.replay)), "new_pairs": float(len(found))}
         if not len(self.replay):
@@ -969,12 +1008,27 @@ class RLRun:
         b = min(self.expert_cfg.batch_size, len(self.replay))
         for _ in range(self.args.epochs):
             pick = torch.randint(len(self.replay), (b,), generator=self.mb_gen).to(self.device)
-            pairs = self.replay[pick]
-            logs = train_batch(self.policy.trm, None, self.opt, self.expert_cfg, pairs[:, 0], pairs[:, 1],
-                               self.target_gen, 0, progress=0.0)
+            sym = augmentation.random_symmetry(b, self.target_gen, self.device)
+            p, sol = augmentation.apply(*sym, self.replay[pick, 0], self.replay[pick, 1])
+            logs = train_batch(self.policy.trm, None, self.opt, self.expert_cfg, p, sol, self.target_gen, 0, progress=0.0)
             stats["loss"] += float(np.mean(logs["loss"])) / self.args.epochs
             stats["epochs"] += 1
         return stats
+
+
+def rollout_stats(buf: dict[str, torch.Tensor], n_steps: int, n: int, ddp: Dist) -> dict[str, float]:
+    """Per-episode means of a rollout: return, solve rate, steps, the env's score of the final
+    answers (with the verifier, the weighted conflict-free share of blanks, what the shaping pays
+    for; set against ``eval/cell_accuracy`` it shows reward hacking), verified share, and the
+    mean per-blank entropy (nats) of the distribution the rollout drew from."""
+    return {
+        "return": float(ddp.sum(buf["reward"].sum()) / n),
+        "solve_rate": float(ddp.sum(buf["solved"].float().sum()) / n),
+        "mean_steps": n_steps / n,
+        "final_score": float(ddp.sum(buf["final_score"].sum()) / n),
+        "verified": float(ddp.sum(buf["verified"].float().sum()) / n),
+        "rollout_entropy_per_blank": float(ddp.sum((buf["entropy"] * buf["valid"]).sum()) / max(n_steps, 1)),
+    }
 
 
 EVAL_POINT_PUZZLES = 64
@@ -1003,7 +1057,7 @@ def train_loop(run: RunFolder, rl: RLRun) -> None:
             run.writer.add_scalar(f"rl/{k}", v, u)
         if run.lead:
             print(
-                f"update {u:4d}  return {stats['return']:+.3f}  solve {stats['solve_rate']:6.1%}  "
+                f"update {u:4d}  return {stats.get('return', math.nan):+.3f}  solve {stats['solve_rate']:6.1%}  "
                 f"verified {stats['verified']:6.1%}  steps {stats['mean_steps']:4.2f}  "
                 f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {rl.state['wall_seconds']:.0f}s",
                 flush=True,
