@@ -978,9 +978,10 @@ class RLRun:
         pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: self.args.num_envs // k].numpy()]
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
         agent = SearchAgent(self.policy.trm, k=k, temperature=self.args.temperature, seed=seed)
-        res = run_episodes(agent, pool[pick], None, device=self.device, max_steps=self.cfg.n_sup)
+        chosen = pool[pick]
+        res = run_episodes(agent, chosen, None, device=self.device, max_steps=self.cfg.n_sup)
         self.policy.trm.train()
-        puzzles = torch.as_tensor(pool[pick], dtype=torch.long, device=self.device)
+        puzzles = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
         answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
         ok = verified(puzzles, answers)
         self.pool_solved[pick[ok.cpu().numpy()]] = True
@@ -1057,7 +1058,8 @@ def train_loop(run: RunFolder, rl: RLRun) -> None:
             run.writer.add_scalar(f"rl/{k}", v, u)
         if run.lead:
             print(
-                f"update {u:4d}  return {stats.get('return', math.nan):+.3f}  solve {stats['solve_rate']:6.1%}  "
+                f"update {u:4d}  " + (f"return {stats['return']:+.3f}  " if "return" in stats else "") +
+                f"solve {stats['solve_rate']:6.1%}  "
                 f"verified {stats['verified']:6.1%}  steps {stats['mean_steps']:4.2f}  "
                 f"kl {stats['approx_kl']:.4f}  epochs {stats['epochs']}  {rl.state['wall_seconds']:.0f}s",
                 flush=True,
