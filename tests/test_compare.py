@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.compare_supervision import at_puzzles, rows
+from train import cli, supervised
+from train.compare_supervision import Args, at_puzzles, dis_eval_every, rows
 from train.stats import seed_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,18 @@ def test_equal_puzzles_seen_takes_the_first_dis_point_past_trms_count():
     r = rows({0: {"trm": trm, "dis": dis}})
     assert r["equal wall clock"]["diff"] == [pytest.approx(0.25)]
     assert r["equal puzzles seen"]["dis"] == [0.2] and r["equal puzzles seen"]["dis_seen"] == [640]
+
+
+def test_dis_curve_points_fall_at_trms_puzzle_count_unless_given():
+    auto = cli.parse(Args, ["--dis-args", "--batch-size 16"])
+    assert dis_eval_every(auto, 352) == 22  # 22 batches of 16 = 352 puzzles: a point exactly at TRM's count
+    assert dis_eval_every(auto, 353) == 23  # the first point past it, within one batch
+    assert dis_eval_every(auto, 0) == 1
+    default_batch = cli.parse(Args, [])
+    assert dis_eval_every(default_batch, 1000) == -(-1000 // supervised.parse_args("dis", []).model.batch_size)
+    assert dis_eval_every(cli.parse(Args, ["--dis-eval-every", "80"]), 352) == 80
+    with pytest.raises(SystemExit):
+        cli.parse(Args, ["--dis-eval-every", "-1"])
 
 
 @pytest.mark.slow

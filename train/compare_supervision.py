@@ -8,7 +8,9 @@ counted). The table then compares them two ways:
 * **equal wall clock**: both runs at the end of their ``--minutes``;
 * **equal puzzles seen**: TRM at its end against DIS at the first point of its curve that
   had seen at least as many training puzzles (DIS is cheaper per puzzle, so it gets there
-  sooner).
+  sooner). TRM trains first; with ``--dis-eval-every 0`` (the default) DIS's curve points
+  fall every ``ceil(P / B)`` batches, P the puzzles TRM saw and B DIS's batch size, so the
+  first point is at TRM's count to within one batch.
 
 Each cell is the mean over seeds with a 95% Student t interval over seeds; "DIS - TRM" is
 the paired difference per seed. Forward passes per puzzle (inference, all steps) are the
@@ -22,12 +24,13 @@ Example: ``python train/compare_supervision.py --difficulty easy --minutes 5 --s
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train import cli
+from train import cli, supervised
 from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text
 from train.stats import seed_interval
 from train.supervised import train
@@ -39,7 +42,7 @@ class Args(RunArgs):
     minutes: float = 2.0  # wall-clock budget per method and seed
     seeds: str = "0"  # comma-separated training seeds (each a full pair of runs)
     eval_size: int = 256  # held-out puzzles
-    dis_eval_every: int = 20  # DIS batches between learning-curve points
+    dis_eval_every: int = 0  # DIS batches between learning-curve points; 0: a point at the puzzles TRM saw (within a batch)
     trm_eval_every: int = 2  # TRM batches between learning-curve points
     trm_args: str = ""  # extra flags for train/train_trm.py, e.g. '--batch-size 32'
     dis_args: str = ""  # extra flags for train/train_dis.py
@@ -52,11 +55,20 @@ class Args(RunArgs):
             raise ValueError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from None
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds repeats a seed: {self.seeds!r}")
-        if self.dis_eval_every < 1 or self.trm_eval_every < 1:
-            raise ValueError("--dis-eval-every and --trm-eval-every must be at least 1")
+        if self.dis_eval_every < 0 or self.trm_eval_every < 1:
+            raise ValueError("--dis-eval-every must be at least 0 and --trm-eval-every at least 1")
 
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds.split(",")]
+
+
+def dis_eval_every(args: Args, trm_puzzles: int) -> int:
+    """DIS batches between curve points: ``--dis-eval-every``, or with 0 ``ceil(trm_puzzles / B)`` for DIS's
+    batch size B (after ``--dis-args``), so that a point falls at TRM's puzzle count to within one batch."""
+    if args.dis_eval_every:
+        return args.dis_eval_every
+    batch = supervised.parse_args("dis", shlex.split(args.dis_args)).model.batch_size
+    return max(1, math.ceil(trm_puzzles / batch))
 
 
 def at_puzzles(curve: list[dict], puzzles: int) -> dict:
@@ -122,7 +134,7 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
     common += ["--checkpoint-every", str(args.checkpoint_every)]
     common += ["--puzzles", args.puzzles] if args.puzzles else []
     pair = {}
-    for scheme, extra, every in (("trm", args.trm_args, args.trm_eval_every), ("dis", args.dis_args, args.dis_eval_every)):
+    for scheme, extra in (("trm", args.trm_args), ("dis", args.dis_args)):
         folder = Path(args.out) / f"seed{seed}" / scheme
         done = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
         if done is not None and not done.get("interrupted"):
@@ -131,6 +143,7 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
             continue
         print(f"seed {seed}: training {scheme} for {args.minutes} min ...", flush=True)
         resume = ["--resume"] if args.resume and (folder / "checkpoint.pt").is_file() else []
+        every = args.trm_eval_every if scheme == "trm" else dis_eval_every(args, pair["trm"]["puzzles_seen"])
         argv = common + ["--out", str(folder), "--eval-every", str(every)] + resume + shlex.split(extra)
         pair[scheme] = train(scheme, argv)
         if pair[scheme].get("interrupted"):

@@ -8,7 +8,8 @@ into the input, and there is no halting head. From the second step on, the input
 the answer the model wrote at the step before, with the givens as tokens of their own
 (``--input-mode answer_and_givens``; ``previous_answer`` is the released code's plain
 previous answer, ``puzzle`` feeds the puzzle at every step). The defaults are sized for a
-2-core CPU (``docs/deviations.md``: one layer, batch 16, lr 2e-3 with a cosine to 5%).
+2-core CPU (``docs/deviations.md``: two layers, targets from rounds of singles
+(``--dis-path rules``), batch 16, lr 2e-3 with a cosine to 5%).
 Flags for the released code's other choices: ``--step-weights uniform|increasing``,
 ``--optimizer adamw|adam_atan2``, ``--lr-min-ratio 1`` (constant); ``run.json`` records
 which were used.
