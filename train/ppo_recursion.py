@@ -125,13 +125,13 @@ FIXED_ON_RESUME += ("expert_search",)
 @dataclass
 class Args(RunArgs):
     out: str = "runs/ppo_recursion"  # run folder: checkpoint.pt, tb/, run.json, metrics.json (and warm_dis/)
-    minutes: float = 2.5  # RL wall-clock budget
+    minutes: float = 2.0  # RL wall-clock budget
     updates: int = 0  # stop after this many updates (0: only --minutes)
     puzzles: str = ""  # puzzle file; with --reward-mode verifier its solutions are never read by RL
     pool_size: int = 4096  # generated training puzzles (the warm start draws from the same pool)
     eval_size: int = 256  # held-out puzzles (the DIS warm start holds out the same ones)
     init_from: str = ""  # a dis / trm / ppo_recursion checkpoint; empty: DIS warm start (verifier: scratch)
-    warm_minutes: float = 4.0  # the DIS warm start's budget
+    warm_minutes: float = 3.75  # the DIS warm start's budget
     warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
     objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group PPO, expert iteration
