@@ -33,7 +33,6 @@ from typing import Any
 from train import cli, supervised
 from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text
 from train.stats import seed_interval
-from train.supervised import train
 
 
 @dataclass
@@ -145,7 +144,7 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
         resume = ["--resume"] if args.resume and (folder / "checkpoint.pt").is_file() else []
         every = args.trm_eval_every if scheme == "trm" else dis_eval_every(args, pair["trm"]["puzzles_seen"])
         argv = common + ["--out", str(folder), "--eval-every", str(every)] + resume + shlex.split(extra)
-        pair[scheme] = train(scheme, argv)
+        pair[scheme] = supervised.train(scheme, argv)
         if pair[scheme].get("interrupted"):
             raise SystemExit(130)
     return pair
