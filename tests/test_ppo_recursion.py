@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -409,3 +410,37 @@ def test_group_objective_runs_end_to_end_from_a_named_checkpoint(tmp_path, tiny_
     with pytest.raises(SystemExit):
         ppo.parse_args(["--objective", "group", "--group-size", "3", "--num-envs", "8"])
     assert "--group-size must be at least 2 and divide --num-envs 8" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dis_control_on_rls_own_labelled_puzzles_fine_tunes_the_start(tmp_path, tiny_dis_checkpoint, capsys):
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", "expert", "--lr", "1e-4", "--control-data", "rl"))
+    control = m["controls"]["dis_on_rl_data"]
+    assert control["data"] == "rl" and control["forward_passes_per_puzzle"] == 18.0 and m["controls"]["dis_continued"] is None
+    run = json.loads((tmp_path / "dis_on_rl_data" / "run.json").read_text())
+    assert run["args"]["init_from"] == tiny_dis_checkpoint and run["data"] == "generated:easy"
+    assert run["args"]["pool_size"] == 32 and run["args"]["eval_size"] == 8  # RL's pool and held-out split
+    assert run["config"]["lr"] == 1e-4 and run["config"]["lr_min_ratio"] == 1.0  # the expert's constant rate
+    row = r"\| DIS continued [0-9.]+ min on RL's puzzles, labelled instead of RL, all steps \|"
+    assert re.search(row, capsys.readouterr().out)
+
+
+def test_threshold_at_picks_the_cheapest_threshold_that_solves_as_many():
+    curve = [
+        {"threshold": -1.0, "solve_rate": 0.90, "forward_passes_per_puzzle": 6.0},
+        {"threshold": -0.1, "solve_rate": 0.95, "forward_passes_per_puzzle": 9.0},
+        {"threshold": -0.01, "solve_rate": 0.96, "forward_passes_per_puzzle": 12.0},
+        {"threshold": -0.001, "solve_rate": 0.96, "forward_passes_per_puzzle": 15.0},
+    ]
+    assert ppo.threshold_at(curve, 0.95)["threshold"] == -0.1
+    assert ppo.threshold_at(curve, 0.951)["threshold"] == -0.01  # -0.1 solves fewer: not as good
+    assert ppo.threshold_at(curve, 0.97) is None
+
+
+def test_halt_curve_measures_every_threshold_on_the_held_out_puzzles(tmp_path, tiny_dis_checkpoint, capsys):
+    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "1", "--halt-curve", "--no-control-dis"))
+    curve = m["before"]["threshold"]["curve"]
+    assert [p["threshold"] for p in curve] == list(ppo.THRESHOLDS)
+    assert all(3.0 <= p["forward_passes_per_puzzle"] <= 18.0 for p in curve)  # counted: 3 per step, 1 to 6 steps
+    assert m["controls"]["threshold_at_learned_solve_rate"] == ppo.threshold_at(curve, m["after"]["halting"]["solve_rate"])
+    assert "no-RL threshold on the held-out puzzles: -3.0:" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -108,3 +109,24 @@ def test_a_stop_during_the_warm_start_stops_the_rl_job_too(tmp_path):
     assert json.loads((out / "warm_dis" / "metrics.json").read_text())["interrupted"] is True
     rl = json.loads((out / "metrics.json").read_text())
     assert rl["interrupted"] is True and rl["updates"] == 0
+
+
+def test_init_from_starts_from_the_checkpoints_weights_and_refuses_another_shape(tmp_path, tiny_dis_checkpoint, capsys):
+    from train import supervised
+    from trm.checkpoint import model_weights
+
+    # learning rate 0 and no weight decay: one batch leaves the weights where --init-from put them
+    args = ["--out", str(tmp_path / "ft"), *TINY, "--steps", "1", "--lr", "0", "--weight-decay", "0", "--difficulty", "medium"]
+    supervised.train("dis", [*args, "--init-from", tiny_dis_checkpoint])
+    start, tuned = load_checkpoint(tiny_dis_checkpoint), load_checkpoint(tmp_path / "ft" / "checkpoint.pt")
+    for name, w in model_weights(start).items():
+        assert torch.equal(tuned["model"][name], w), name
+    assert tuned["state"]["batch"] == 1 and tuned["args"]["difficulty"] == "medium"  # fresh counters, its own data
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["args"]["init_from"] == tiny_dis_checkpoint
+    with pytest.raises(SystemExit) as stop:  # a bad option: one line, exit status 2
+        supervised.train("dis", [*args, "--hidden", "32", "--out", str(tmp_path / "bad"), "--init-from", tiny_dis_checkpoint])
+    assert stop.value.code == 2 and not (tmp_path / "bad").exists()  # refused before anything was created
+    assert re.search(r"--init-from: .*tiny_dis.*another model shape .*hidden: 16 -> 32", capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        supervised.train("trm", ["--out", str(tmp_path / "trm"), "--steps", "1", "--init-from", tiny_dis_checkpoint])
+    assert "--init-from: checkpoint" in capsys.readouterr().err

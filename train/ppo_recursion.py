@@ -169,7 +169,9 @@ class Args(RunArgs):
     temperature: float = 1.0  # the logits are divided by this before the distribution
     credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
+    halt_curve: bool = False  # also measure that control at every threshold on the held-out puzzles (for equal solve rates)
     control_dis: bool = True  # after RL, train the starting DIS run on by DIS for the same wall clock (a control row)
+    control_data: Literal["start", "rl", "both"] = "start"  # its data: the start run's own stream, RL's puzzles labelled, or both
 
     def validate(self) -> None:
         super().validate()
@@ -764,7 +766,21 @@ def threshold_control(model: TRM, data: Split, args: Args, device: str) -> dict[
         if m["solve_rate"] >= full - 0.01 and m["forward_passes_per_puzzle"] < best_passes:
             best, best_passes = tau, m["forward_passes_per_puzzle"]
     out = measure(model, data.eval_puzzles, data.eval_solutions, device, False, best)
-    return {**out, "threshold": best, "validation_puzzles": k}
+    res = {**out, "threshold": best, "validation_puzzles": k}
+    if args.halt_curve:  # chosen on the held-out puzzles themselves: a control at least as strong as the validated one
+        res["curve"] = [
+            {"threshold": tau, **{key: m[key] for key in ("solve_rate", "forward_passes_per_puzzle")}}
+            for tau in THRESHOLDS
+            for m in [measure(model, data.eval_puzzles, data.eval_solutions, device, False, tau)]
+        ]
+    return res
+
+
+def threshold_at(curve: list[dict[str, float]], solve_rate: float) -> dict[str, float] | None:
+    """The point of a threshold curve with the fewest forward passes among those solving at least
+    ``solve_rate`` (None if none does): the no-RL halt's cost at the learned halt's solve rate."""
+    ok = [p for p in curve if p["solve_rate"] >= solve_rate]
+    return min(ok, key=lambda p: p["forward_passes_per_puzzle"]) if ok else None
 
 
 def measure_sampled(
@@ -827,7 +843,7 @@ def table_row(label: str, m: dict[str, Any]) -> str:
     )
 
 
-def table(before: dict, after: dict, control: dict | None = None) -> str:
+def table(before: dict, after: dict, *controls: dict | None) -> str:
     """The before/after Markdown table the main job prints, with the no-RL controls."""
     lines = [
         "",
@@ -840,8 +856,9 @@ def table(before: dict, after: dict, control: dict | None = None) -> str:
         if "threshold" in res:
             lines.append(table_row(f"{when}, greedy, confidence > {res['threshold']['threshold']} (no RL)", res["threshold"]))
         lines.append(table_row(f"{when}, sampled policy", res["sampled"]))
-    if control is not None:
-        lines.append(table_row(f"DIS continued {control['seconds'] / 60:.1f} min instead of RL, all steps", control))
+    for control in (c for c in controls if c is not None):
+        what = "on RL's puzzles, labelled" if control.get("data") == "rl" else "on its own data"
+        lines.append(table_row(f"DIS continued {control['seconds'] / 60:.1f} min {what} instead of RL, all steps", control))
     return "\n".join(lines)
 
 
@@ -855,30 +872,45 @@ def config_flags(cfg: dict[str, Any]) -> list[str]:
     return flags
 
 
-def dis_continued_control(init_path: Path, seconds: float, data: Split, args: Args, device: str) -> dict[str, Any] | None:
-    """Accuracy without RL: the starting DIS run trained on by DIS for the RL's wall-clock ``seconds``.
+def dis_continued_control(
+    init_path: Path, seconds: float, data: Split, args: Args, device: str, source: str = "start"
+) -> dict[str, Any] | None:
+    """Accuracy without RL: the starting DIS checkpoint trained on by DIS for the RL's wall-clock ``seconds``.
 
-    The starting checkpoint is copied to ``OUT/dis_continued`` and resumed there with its own
-    data settings (so it continues its own data stream), then measured on RL's held-out
-    puzzles with every step run. Its learning-rate schedule, if it decays, is stretched over
-    the longer budget (the rate climbs back part way: a warm restart). Returns None when the start is not a resumable DIS run.
+    ``source="start"`` (``--control-data start``): the checkpoint is copied to ``OUT/dis_continued`` and resumed there
+    with its own data settings (it continues its own data stream; a decaying learning-rate
+    schedule is stretched over the longer budget, so the rate climbs back part way: a warm
+    restart). ``source="rl"`` (``--control-data rl``, in ``OUT/dis_on_rl_data``): DIS fine-tunes the checkpoint's
+    weights on RL's own training puzzles *with their labels* (``train_dis.py --init-from``, the same seed, tier or
+    file, pool and held-out split), at a constant learning rate: ``--lr`` for ``--objective
+    expert`` (the rate of its DIS batches on the replay), else the start run's final rate. Either
+    way it is measured on RL's held-out puzzles with every step run. Returns None when the start
+    is not a DIS run (or, for ``rl``, not a resumable one).
     """
     ck = load_checkpoint(init_path)
     if ck["kind"] != "dis" or "args" not in ck:
         return None
-    out = Path(args.out) / "dis_continued"
+    out = Path(args.out) / ("dis_continued" if source == "start" else "dis_on_rl_data")
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "checkpoint.pt", ck)
-    minutes = (ck["state"]["wall_seconds"] + seconds) / 60
-    a = ck["args"]
-    argv = ["--out", str(out), "--resume", "--device", device, "--minutes", str(minutes), "--eval-limit", "1"]
+    cfg = ck["config"]
+    if source == "start":
+        save_checkpoint(out / "checkpoint.pt", ck)
+        a = ck["args"]
+        argv = ["--resume", "--minutes", str((ck["state"]["wall_seconds"] + seconds) / 60)]
+    else:
+        lr = args.lr if args.objective == "expert" else cfg["lr"] * cfg["lr_min_ratio"]
+        cfg = {**cfg, "lr": lr, "lr_min_ratio": 1.0, "warmup_steps": 1}
+        a = {**vars(args), "augment": True}
+        argv = ["--init-from", str(init_path), "--minutes", str(seconds / 60)]
+    argv += ["--out", str(out), "--device", device, "--eval-limit", "1"]
     argv += ["--seed", str(a["seed"]), "--difficulty", a["difficulty"], "--pool-size", str(a["pool_size"])]
     argv += ["--eval-size", str(a["eval_size"]), "--augment" if a["augment"] else "--no-augment"]
-    argv += (["--puzzles", a["puzzles"]] if a["puzzles"] else []) + config_flags(ck["config"])
-    print(f"control: DIS continued for {seconds / 60:.1f} min -> {out}", flush=True)
+    argv += (["--puzzles", a["puzzles"]] if a["puzzles"] else []) + config_flags(cfg)
+    print(f"control: DIS continued ({source} data) for {seconds / 60:.1f} min -> {out}", flush=True)
     train_supervised("dis", argv)
     model, _ = load_model(out / "checkpoint.pt", "dis")
-    return {**measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False), "seconds": seconds}
+    m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
+    return {**m, "seconds": seconds, "data": source}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -1102,12 +1134,26 @@ def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
         "param_checksum_rank0": float(sum(params)),
         "interrupted": run.stop_requested,
     }
-    control = None
+    controls: dict[str, Any] = {"start": None, "rl": None}
     if rl.args.control_dis and rl.ddp.world == 1 and not run.stop_requested and rl.args.init_from:
-        control = dis_continued_control(Path(rl.args.init_from), rl.state["wall_seconds"], rl.data, rl.args, rl.device)
-    metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": control}
+        for source in controls:
+            if rl.args.control_data in (source, "both"):
+                init, seconds = Path(rl.args.init_from), rl.state["wall_seconds"]
+                controls[source] = dis_continued_control(init, seconds, rl.data, rl.args, rl.device, source)
+    metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
+                           "dis_on_rl_data": controls["rl"]}
+    curve = (rl.before.get("threshold") or {}).get("curve")
+    if curve:
+        metrics["controls"]["threshold_at_learned_solve_rate"] = threshold_at(curve, after["halting"]["solve_rate"])
     run.write_metrics(metrics)
-    print(table(rl.before, after, control))
+    print(table(rl.before, after, controls["start"], controls["rl"]))
+    if curve:
+        print("\nno-RL threshold on the held-out puzzles: " + ", ".join(
+            f"{p['threshold']}: {p['solve_rate']:.1%} at {p['forward_passes_per_puzzle']:.1f}" for p in curve))
+        best = metrics["controls"]["threshold_at_learned_solve_rate"]
+        print(f"learned halt {after['halting']['solve_rate']:.1%} at {after['halting']['forward_passes_per_puzzle']:.1f} passes; "
+              + (f"the cheapest threshold as good: {best['threshold']} at {best['forward_passes_per_puzzle']:.1f}" if best
+                 else "no threshold solves as many"))
     return metrics
 
 

@@ -45,7 +45,7 @@ from train.run_folder import (
     set_rng_state,
 )
 from trm.adam_atan2 import AdamAtan2
-from trm.checkpoint import config_mismatch, load_checkpoint
+from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
 from trm.config import TRMConfig
 from trm.ema import EMA
 from trm.losses import stablemax_cross_entropy
@@ -66,6 +66,7 @@ class Args(RunArgs):
     log_every: int = 10  # batches between TensorBoard points
     paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (TRMConfig.paper_sudoku: D=512, batch 768, Adam-atan2)
     amp: bool = False  # bfloat16 autocast of the forward passes (the TRM code's precision; for cuda)
+    init_from: str = ""  # start from this checkpoint's weights (same scheme and model shape), fresh optimizer; not on --resume
     model: TRMConfig = field(default_factory=TRMConfig.dis)
 
     def validate(self) -> None:
@@ -79,6 +80,21 @@ class Args(RunArgs):
             raise ValueError(f"--log-every must be at least 1, got {self.log_every}")
         if self.paper and self.model.scheme != "trm":
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
+        if self.init_from:
+            init_checks(self.init_from, self.model)
+
+
+def init_checks(path: str, cfg: TRMConfig) -> dict[str, Any]:
+    """The ``--init-from`` checkpoint, refused (``ValueError`` naming the file) unless it was written by
+    this scheme's trainer with the same parameter shapes as ``cfg`` (training settings may differ)."""
+    try:
+        ck = load_checkpoint(path, kind=cfg.scheme)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"--init-from: {e}") from None
+    diff = config_mismatch(TRMConfig.from_dict(ck["config"]).shape_fields(), cfg.shape_fields())
+    if diff:
+        raise ValueError(f"--init-from: {path} has another model shape (pass its settings): " + "; ".join(diff))
+    return ck
 
 
 def parse_args(scheme: str, argv: list[str] | None = None, description: str | None = None) -> Args:
@@ -251,6 +267,13 @@ class Trainer:
         set_rng_state(ck["rng"])
         self.state = ck["state"]
 
+    def start_from(self, ck: dict[str, Any]) -> None:
+        """Fine-tuning: the weights of checkpoint ``ck`` (its averaged ones when it has them), the EMA
+        restarted from them; optimizer, schedule and counters start fresh."""
+        self.model.load_state_dict(model_weights(ck))
+        if self.ema is not None:
+            self.ema = EMA(self.model, self.cfg.ema_decay)
+
     def eval_model(self) -> TRM:
         return self.ema.model if self.ema is not None else self.model
 
@@ -381,6 +404,8 @@ def train(scheme: str, argv: list[str] | None = None, description: str | None = 
         tr = Trainer(args, data, ddp, rank_device(args.device, ddp))
         if resumed is not None:
             tr.restore(resumed)
+        elif args.init_from:
+            tr.start_from(init_checks(args.init_from, tr.cfg))
         info = run_info(tr.cfg.to_dict(), args.seed, str(tr.device))
         info.update({"scheme": scheme, "data": data.source, "train_puzzles": len(data.train), "world_size": ddp.world})
         info["eval_puzzles"] = len(data.eval_puzzles)
