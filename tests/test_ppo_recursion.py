@@ -54,6 +54,7 @@ def test_pooled_halt_keeps_the_initial_model_shape(tmp_path, tiny_dis_checkpoint
     assert m["updates"] == 1
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert not ck["config"]["halt_confidence"] and "q_confidence" not in ck["model"]
+    assert ck["ema"] is None  # PPO keeps no weight average unless --ema-decay asks for one
 
 
 @pytest.mark.slow
@@ -392,6 +393,14 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     assert all(sudoku.is_solution(p.numpy(), s.numpy()) for p, s in replay)
     if search:  # each round searches pool entries no round has solved yet: one replay pair per solved entry
         assert int(ck["pool_solved"].sum()) == len(replay)
+    # its DIS batches keep a weight average (the DIS config's decay), and greedy decoding after RL reads it
+    ema, live = ck["ema"]["model"], ck["model"]
+    assert ck["ema"]["updates"] >= 1 and any(not torch.equal(ema[k], live[k]) for k in live)
+    averaged = ppo.load_model(tmp_path / "run" / "checkpoint.pt", "ppo_recursion")[0]
+    data = split("easy", str(f), seed=0, pool_size=4096, eval_size=8, need_solutions=False, eval_labels=True)
+    again = ppo.measure(averaged, data.eval_puzzles, data.eval_solutions, "cpu", False)
+    assert again["solve_rate"] == m["after"]["fixed"]["solve_rate"]
+    assert again["cell_accuracy"] == m["after"]["fixed"]["cell_accuracy"]
 
 
 def test_expert_search_needs_the_expert_objective_and_divides_the_rollout(capsys):

@@ -53,8 +53,12 @@ Objectives (``--objective``):
   rollout's episodes: each round :class:`agents.search_agent.SearchAgent` (``K`` sampled
   trajectories per puzzle, each under its own symmetry, the rules as verifier) runs on
   ``--num-envs / K`` training puzzles it has not solved yet, and what it verifies joins
-  the replay; the model it searches with is the one being trained, so what it finds
-  grows as it learns;
+  the replay; the model it searches with is the one being trained (its weight average,
+  below), so what it finds grows as it learns. Like DIS, expert iteration keeps an
+  exponential moving average of the weights (``E <- d E + (1 - d) theta`` after every
+  optimizer step, ``d`` the start's ``ema_decay``; ``--ema-decay``), and greedy decoding and
+  the search read it: at a constant 3e-4 the live weights of a DIS run on hard puzzles
+  solved 45.7% of held-out hard puzzles where their average solved 64.8%;
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)`` (CFGRL-style), fitted by
   advantage-weighted maximum likelihood: ``-E[w log pi(a | s)]`` with
   ``w = exp(A / beta)`` (normalised to mean 1, capped at ``--max-weight``); the reference
@@ -110,6 +114,7 @@ from train.supervised import train as train_supervised
 from train.supervised import train_batch
 from trm.checkpoint import config_mismatch, load_checkpoint, load_model, model_weights, save_checkpoint
 from trm.config import TRMConfig
+from trm.ema import EMA
 from trm.losses import log_stablemax
 from trm.model import TRM
 
@@ -170,6 +175,7 @@ class Args(RunArgs):
     credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
     halt_curve: bool = False  # also measure that control at every threshold on the held-out puzzles (for equal solve rates)
+    ema_decay: float = -1.0  # weight average for greedy decoding and search (-1: the start's decay for expert, else off; 0: off)
     control_dis: bool = True  # after RL, train the starting DIS run on by DIS for the same wall clock (a control row)
     control_data: Literal["start", "rl", "both"] = "start"  # its data: the start run's own stream, RL's puzzles labelled, or both
 
@@ -198,6 +204,8 @@ class Args(RunArgs):
             raise ValueError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
         if self.credit == "cell" and self.objective not in ("ppo", "group"):
             raise ValueError("--credit cell is implemented for --objective ppo and group")
+        if not (self.ema_decay == -1.0 or 0 <= self.ema_decay < 1):
+            raise ValueError(f"--ema-decay must be -1 (automatic) or lie in [0, 1), got {self.ema_decay}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"--temperature must be a finite number above 0, got {self.temperature}")
         if self.beta <= 0:
@@ -819,12 +827,15 @@ def measure_sampled(
     }
 
 
-def evaluate_policy(policy: RecursionPolicy, data: Split, args: Args, device: str) -> dict[str, dict[str, Any]]:
-    """The before/after measurements: greedy with all steps, greedy with Q-head halting, sampled as in training."""
-    p, s = data.eval_puzzles, data.eval_solutions
+def evaluate_policy(
+    policy: RecursionPolicy, data: Split, args: Args, device: str, greedy: TRM | None = None
+) -> dict[str, dict[str, Any]]:
+    """The before/after measurements: greedy with all steps, greedy with Q-head halting (both with
+    ``greedy``, the weight average when the run keeps one, else the policy's own TRM), sampled as in training."""
+    p, s, model = data.eval_puzzles, data.eval_solutions, greedy or policy.trm
     return {
-        "halting": measure(policy.trm, p, s, device, True),
-        "fixed": measure(policy.trm, p, s, device, False),
+        "halting": measure(model, p, s, device, True),
+        "fixed": measure(model, p, s, device, False),
         "sampled": measure_sampled(policy, p, s, device, args.seed, args.policy_dist, args.temperature),
     }
 
@@ -934,6 +945,9 @@ class RLRun:
         self.mb_gen = torch.Generator().manual_seed(args.seed)
         local = args.num_envs // ddp.world
         self.rows = torch.arange(ddp.rank * local, (ddp.rank + 1) * local, device=device)
+        decay = args.ema_decay if args.ema_decay >= 0 else (self.cfg.ema_decay if args.objective == "expert" else 0.0)
+        # E_t <- d E_{t-1} + (1 - d) theta_t after every optimizer step (trm.ema.EMA), as DIS evaluates its weights
+        self.ema = EMA(self.policy.trm, decay) if decay > 0 else None
         self.trainer: nn.Module = self.policy
         if ddp.world > 1:
             self.trainer = nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
@@ -947,7 +961,7 @@ class RLRun:
             "model": self.policy.trm.state_dict(),
             "value": self.policy.value.state_dict(),
             "cell_value": self.policy.cell_value.state_dict(),
-            "ema": None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
             "rng": rng_state(),
             "env_generator": self.venv.get_rng_state(),
@@ -966,6 +980,8 @@ class RLRun:
         if "cell_value" in ck:
             self.policy.cell_value.load_state_dict(ck["cell_value"])
         self.opt.load_state_dict(ck["optimizer"])
+        if self.ema is not None and ck.get("ema"):
+            self.ema.load_state_dict(ck["ema"])
         set_rng_state(ck["rng"])
         self.venv.set_rng_state(ck["env_generator"])
         self.mb_gen.set_state(ck["minibatch_generator"])
@@ -976,10 +992,15 @@ class RLRun:
         if "target_generator" in ck:
             self.target_gen.set_state(ck["target_generator"])
 
+    def greedy_model(self) -> TRM:
+        """The weights greedy decoding uses: the average when the run keeps one, else the policy's TRM."""
+        return self.ema.model if self.ema is not None else self.policy.trm
+
     def iteration(self) -> dict[str, float]:
         """One rollout (or, with ``--expert-search``, one search round) and one update; returns the logged statistics."""
         ddp, n = self.ddp, self.args.num_envs
         self.policy.trm.reset_counter()
+        self.greedy_model().reset_counter()
         if self.args.expert_search:
             stats, n_steps = self.search_round()
         else:
@@ -988,9 +1009,12 @@ class RLRun:
                 stats = self.fit_replay(torch.stack([buf["puzzle"], buf["verified_cells"]], 1)[buf["verified"]])
             else:
                 stats = update(self.trainer, self.opt, buf, self.args, ddp, self.mb_gen, self.rows)
+                if self.ema is not None:
+                    self.ema.update(self.policy.trm)
             n_steps = int(ddp.sum(buf["valid"].sum().float()).item())
             stats.update(rollout_stats(buf, n_steps, n, ddp))
-        calls = torch.tensor(float(self.policy.trm.net.sample_calls), device=self.device)
+        calls = self.policy.trm.net.sample_calls + (self.ema.model.net.sample_calls if self.ema is not None else 0)
+        calls = torch.tensor(float(calls), device=self.device)
         self.state["update"] += 1
         self.state["env_steps"] += n_steps
         self.state["train_forward_passes"] += int(ddp.sum(calls).item())
@@ -1009,7 +1033,7 @@ class RLRun:
         todo = np.flatnonzero(~self.pool_solved) if not self.pool_solved.all() else np.arange(len(pool))
         pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: self.args.num_envs // k].numpy()]
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
-        agent = SearchAgent(self.policy.trm, k=k, temperature=self.args.temperature, seed=seed)
+        agent = SearchAgent(self.greedy_model(), k=k, temperature=self.args.temperature, seed=seed)
         chosen = pool[pick]
         res = run_episodes(agent, chosen, None, device=self.device, max_steps=self.cfg.n_sup)
         self.policy.trm.train()
@@ -1043,7 +1067,7 @@ class RLRun:
             pick = torch.randint(len(self.replay), (b,), generator=self.mb_gen).to(self.device)
             sym = augmentation.random_symmetry(b, self.target_gen, self.device)
             p, sol = augmentation.apply(*sym, self.replay[pick, 0], self.replay[pick, 1])
-            logs = train_batch(self.policy.trm, None, self.opt, self.expert_cfg, p, sol, self.target_gen, 0, progress=0.0)
+            logs = train_batch(self.policy.trm, self.ema, self.opt, self.expert_cfg, p, sol, self.target_gen, 0, progress=0.0)
             stats["loss"] += float(np.mean(logs["loss"])) / self.args.epochs
             stats["epochs"] += 1
         return stats
@@ -1074,7 +1098,7 @@ def eval_point(rl: RLRun) -> dict[str, Any]:
     p = d.eval_puzzles[:EVAL_POINT_PUZZLES]
     s = None if d.eval_solutions is None else d.eval_solutions[:EVAL_POINT_PUZZLES]
     with torch.random.fork_rng(devices=[]):
-        return measure(rl.policy.trm, p, s, rl.device, False)
+        return measure(rl.greedy_model(), p, s, rl.device, False)
 
 
 def train_loop(run: RunFolder, rl: RLRun) -> None:
@@ -1119,7 +1143,7 @@ def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
     checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
     if not run.lead:
         return {}
-    after = evaluate_policy(rl.policy, rl.data, rl.args, rl.device)
+    after = evaluate_policy(rl.policy, rl.data, rl.args, rl.device, rl.greedy_model())
     keys = ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "dead_compute_share", "mean_steps")
     metrics = {
         **{k: after["halting"][k] for k in keys},
