@@ -399,8 +399,8 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     averaged = ppo.load_model(tmp_path / "run" / "checkpoint.pt", "ppo_recursion")[0]
     data = split("easy", str(f), seed=0, pool_size=4096, eval_size=8, need_solutions=False, eval_labels=True)
     again = ppo.measure(averaged, data.eval_puzzles, data.eval_solutions, "cpu", False)
-    assert again["solve_rate"] == m["after"]["fixed"]["solve_rate"]
-    assert again["cell_accuracy"] == m["after"]["fixed"]["cell_accuracy"]
+    after = m["after"]["fixed"]  # this file has no labels: scores that need them are NaN on both sides
+    np.testing.assert_equal(*({k: v for k, v in r.items() if k != "wall_seconds"} for r in (again, after)))
 
 
 def test_expert_search_needs_the_expert_objective_and_divides_the_rollout(capsys):
