@@ -124,7 +124,7 @@ INIT_KINDS = ("dis", "trm", KIND)
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
 FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
 FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "replay_size", "verifier_cell_weight")
-FIXED_ON_RESUME += ("expert_search",)
+FIXED_ON_RESUME += ("expert_search", "ema_decay")
 
 
 @dataclass
