@@ -776,11 +776,10 @@ def threshold_control(model: TRM, data: Split, args: Args, device: str) -> dict[
     out = measure(model, data.eval_puzzles, data.eval_solutions, device, False, best)
     res = {**out, "threshold": best, "validation_puzzles": k}
     if args.halt_curve:  # chosen on the held-out puzzles themselves: a control at least as strong as the validated one
-        res["curve"] = [
-            {"threshold": tau, **{key: m[key] for key in ("solve_rate", "forward_passes_per_puzzle")}}
-            for tau in THRESHOLDS
-            for m in [measure(model, data.eval_puzzles, data.eval_solutions, device, False, tau)]
-        ]
+        res["curve"] = []
+        for tau in THRESHOLDS:
+            m = measure(model, data.eval_puzzles, data.eval_solutions, device, False, tau)
+            res["curve"].append({"threshold": tau, **{k: m[k] for k in ("solve_rate", "forward_passes_per_puzzle")}})
     return res
 
 
@@ -1000,7 +999,8 @@ class RLRun:
         """One rollout (or, with ``--expert-search``, one search round) and one update; returns the logged statistics."""
         ddp, n = self.ddp, self.args.num_envs
         self.policy.trm.reset_counter()
-        self.greedy_model().reset_counter()
+        if self.ema is not None:  # the search runs the average
+            self.ema.model.reset_counter()
         if self.args.expert_search:
             stats, n_steps = self.search_round()
         else:
@@ -1160,9 +1160,9 @@ def finish(run: RunFolder, rl: RLRun, source: str) -> dict[str, Any]:
     }
     controls: dict[str, Any] = {"start": None, "rl": None}
     if rl.args.control_dis and rl.ddp.world == 1 and not run.stop_requested and rl.args.init_from:
+        init, seconds = Path(rl.args.init_from), rl.state["wall_seconds"]
         for source in controls:
             if rl.args.control_data in (source, "both"):
-                init, seconds = Path(rl.args.init_from), rl.state["wall_seconds"]
                 controls[source] = dis_continued_control(init, seconds, rl.data, rl.args, rl.device, source)
     metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
                            "dis_on_rl_data": controls["rl"]}
