@@ -8,6 +8,8 @@
 * ``trm+halt``: the TRM checkpoint's model halting by its Q head (TRM's own halting);
 * ``ppo_recursion``: the RL-trained recursive policy of ``train/ppo_recursion.py``, halting
   by its Q head (default ``runs/ppo_recursion/checkpoint.pt``);
+* ``expert_iteration``: the policy of ``train/expert_iteration.py``, every step run
+  (default ``runs/expert_iteration/checkpoint.pt``);
 * ``sb3_ppo``: a stable-baselines3 model of ``train/sb3_ppo.py`` (default ``runs/sb3_ppo/model.zip``);
 * ``search``: test-time search over 16 trajectories of the DIS checkpoint with the rules as
   verifier (:class:`agents.search_agent.SearchAgent`; ``k=`` sets another count).
@@ -29,6 +31,7 @@ DEFAULT_CHECKPOINTS = {
     "dis": "runs/dis/checkpoint.pt",
     "sb3_ppo": "runs/sb3_ppo/model.zip",
     "ppo_recursion": "runs/ppo_recursion/checkpoint.pt",
+    "expert_iteration": "runs/expert_iteration/checkpoint.pt",
     "search": "runs/dis/checkpoint.pt",
 }
 CHECKPOINT_OF = {"trm+halt": "trm", "search": "dis"}  # agents that read another agent's checkpoint

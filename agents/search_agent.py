@@ -32,6 +32,7 @@ import torch
 from agents.base import AgentBase, make_action
 from envs import augmentation
 from envs.rules import verified
+from trm.carry import Carry
 from trm.checkpoint import load_model
 from trm.model import TRM
 
@@ -74,8 +75,8 @@ class SearchAgent(AgentBase):
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: str | torch.device = "cpu", ema: bool = True, **kw: Any) -> SearchAgent:
-        """The (EMA, when saved) weights of a ``train_dis.py``, ``train_trm.py`` or ``ppo_recursion.py`` run."""
-        model, _ = load_model(path, ("dis", "trm", "ppo_recursion"), ema)
+        """The (EMA, when saved) weights of a ``train_dis.py``, ``train_trm.py`` or RL run."""
+        model, _ = load_model(path, ("dis", "trm", "ppo_recursion", "expert_iteration"), ema)
         return cls(model.to(device), **kw)
 
     def reset(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -91,8 +92,7 @@ class SearchAgent(AgentBase):
         return {
             "inverse": augmentation.inverse(src, digit),
             "view": view,
-            "y": None,
-            "z": None,
+            "carry": Carry(self.model, n * self.k),
             "step": 0,
             "active": torch.ones(n, dtype=torch.bool, device=dev),
             "answers": view.clone(),
@@ -111,20 +111,14 @@ class SearchAgent(AgentBase):
         p_rows = state["view"][rows]  # each trajectory's own view of its puzzle
         answers = state["answers"]
         tokens = model.input_tokens(p_rows, answers[rows])
-        y, z = state["y"], state["z"]
-        y_in, z_in = model.initial_state(rows.numel()) if y is None else (y[rows], z[rows])
+        carry = state["carry"]
         before = model.net.sample_calls
-        out = model.step(tokens, y_in, z_in, step=s if self.cfg.step_embedding else None)
+        out = carry.step(model, tokens, rows, s)
         calls = (model.net.sample_calls - before) / max(1, idx.numel())  # per puzzle, all K trajectories
-        z_out = out.z
         sampled = (rows % k) > 0
         if self.latent_noise > 0:
-            noise = torch.randn(z_out.shape, generator=state["generator"], device=dev) * self.latent_noise
-            z_out = z_out + noise * sampled[:, None, None]
-        if y is None:
-            y = out.y.new_zeros(n * k, *out.y.shape[1:])
-            z = z_out.new_zeros(n * k, *z_out.shape[1:])
-        y[rows], z[rows] = out.y, z_out
+            noise = torch.randn(out.z.shape, generator=state["generator"], device=dev) * self.latent_noise
+            carry.z[rows] = out.z + noise * sampled[:, None, None]
         logits = out.logits.float()
         best = logits.argmax(-1)
         if self.sample:
@@ -150,5 +144,5 @@ class SearchAgent(AgentBase):
         halt[idx] = found | (s >= self.cfg.n_sup)
         fp = torch.zeros(n, device=dev)
         fp[idx] = calls
-        new_state = {**state, "y": y, "z": z, "step": s, "active": active & ~halt, "answers": answers}
+        new_state = {**state, "step": s, "active": active & ~halt, "answers": answers}
         return make_action(answer, halt), new_state, {"forward_passes": fp, "rows": idx}

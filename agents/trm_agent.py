@@ -7,12 +7,13 @@ from typing import Any
 import torch
 
 from agents.base import AgentBase, make_action
+from trm.carry import Carry
 from trm.checkpoint import load_model
 from trm.config import TRMConfig
 from trm.losses import guided_logits
 from trm.model import TRM, confidence
 
-KINDS = ("trm", "dis", "onepass", "ppo_recursion")
+KINDS = ("trm", "dis", "onepass", "ppo_recursion", "expert_iteration")
 
 
 class TRMAgent(AgentBase):
@@ -36,21 +37,21 @@ class TRMAgent(AgentBase):
         self.halting = halting
         self.halt_threshold = halt_threshold
         self.max_steps = self.cfg.n_sup
-        self.name = name or self.cfg.scheme
+        self.name = name or "trm"
 
     @classmethod
     def from_checkpoint(
         cls, path: str, *, device: str | torch.device = "cpu", kind: str | tuple[str, ...] = KINDS, ema: bool = True, **kw: Any
     ) -> TRMAgent:
         """Load the (EMA, when saved) weights of a ``train/train_trm.py``, ``train_dis.py``, ``train_onepass.py``
-        or ``ppo_recursion.py`` run."""
+        ``ppo_recursion.py`` or ``expert_iteration.py`` run."""
         model, ck = load_model(path, kind, ema)
         kw.setdefault("name", ck["kind"])
         return cls(model.to(device), **kw)
 
     def reset(self, obs: dict[str, torch.Tensor]) -> dict[str, Any]:
         n = obs["answer"].shape[0]
-        return {"y": None, "z": None, "step": 0, "active": torch.ones(n, dtype=torch.bool, device=obs["answer"].device)}
+        return {"carry": Carry(self.model, n), "step": 0, "active": torch.ones(n, dtype=torch.bool, device=obs["answer"].device)}
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
@@ -60,15 +61,9 @@ class TRMAgent(AgentBase):
         idx = active.nonzero().squeeze(-1)
         n = active.shape[0]
         tokens = model.input_tokens(obs["puzzle"], obs["answer"])
-        y, z = state["y"], state["z"]
-        y_in, z_in = model.initial_state(idx.numel()) if y is None else (y[idx], z[idx])
         before = model.net.sample_calls
-        out = model.step(tokens[idx], y_in, z_in, step=s if cfg.step_embedding else None)
+        out = state["carry"].step(model, tokens[idx], idx, s)
         calls = (model.net.sample_calls - before) / max(1, idx.numel())
-        if y is None:
-            y, z = out.y.clone(), out.z.clone()
-        else:
-            y[idx], z[idx] = out.y, out.z
         answer = obs["answer"].clone()
         answer[idx] = torch.where(
             obs["puzzle"][idx] > 0, obs["puzzle"][idx], guided_logits(out.logits_ref, out.logits, self.guidance).argmax(-1)
@@ -80,6 +75,6 @@ class TRMAgent(AgentBase):
         halt[idx] = stop | (s >= cfg.n_sup)
         fp = torch.zeros(n, device=answer.device)
         fp[idx] = calls
-        new_state = {"y": y, "z": z, "step": s, "active": active & ~halt}
+        new_state = {**state, "step": s, "active": active & ~halt}
         info = {"forward_passes": fp, "rows": idx, "logits_ref": out.logits_ref, "logits": out.logits}
         return make_action(answer, halt), new_state, info

@@ -35,5 +35,5 @@ def tiny_dis_checkpoint(tmp_path_factory) -> str:
 
     out = tmp_path_factory.mktemp("tiny_dis")
     args = ["--out", str(out), "--steps", "3", "--pool-size", "64", "--eval-size", "8", "--hidden", "16", "--layers", "1"]
-    supervised.train("dis", args + ["--batch-size", "8", "--checkpoint-every", "0"])
+    supervised.train(supervised.parse_args("dis", args + ["--batch-size", "8", "--checkpoint-every", "0"]))
     return str(out / "checkpoint.pt")

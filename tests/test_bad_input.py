@@ -211,7 +211,7 @@ CLI = [
     ("dis", ["--difficulty", "impossible"], "--difficulty must be one of"),
     ("dis", ["--puzzles", "nofile.txt"], "--puzzles: no file nofile.txt"),
     ("dis", ["--hidden", "0"], "TRMConfig.hidden must be >= 1, got 0"),
-    ("dis", ["--lr", "nan"], "TRMConfig.lr must be a finite number >= 0"),
+    ("dis", ["--lr", "nan"], "TrainConfig.lr must be a finite number >= 0"),
     ("dis", ["--paper"], "--paper is the TRM paper's recipe"),
     ("dis", ["--resume"], "--resume: no checkpoint at"),
     ("dis", ["--seed", "x"], "invalid int value: 'x'"),

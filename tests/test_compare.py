@@ -16,6 +16,7 @@ from train.stats import seed_interval
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "--hidden 16 --layers 1 --batch-size 8 --warmup-steps 1"
+COMPARE_TINY = ["--hidden", "16", "--layers", "1", "--trm-batch-size", "8", "--dis-batch-size", "8"]
 
 
 def test_seed_interval_is_the_student_t_interval_over_seeds():
@@ -41,12 +42,12 @@ def test_equal_puzzles_seen_takes_the_first_dis_point_past_trms_count():
 
 
 def test_dis_curve_points_fall_at_trms_puzzle_count_unless_given():
-    auto = cli.parse(Args, ["--dis-args", "--batch-size 16"])
+    auto = cli.parse(Args, ["--dis-batch-size", "16"])
     assert dis_eval_every(auto, 352) == 22  # 22 batches of 16 = 352 puzzles: a point exactly at TRM's count
     assert dis_eval_every(auto, 353) == 23  # the first point past it, within one batch
     assert dis_eval_every(auto, 0) == 1
     default_batch = cli.parse(Args, [])
-    assert dis_eval_every(default_batch, 1000) == -(-1000 // supervised.parse_args("dis", []).model.batch_size)
+    assert dis_eval_every(default_batch, 1000) == -(-1000 // supervised.parse_args("dis", []).training.batch_size)
     assert dis_eval_every(cli.parse(Args, ["--dis-eval-every", "80"]), 352) == 80
     with pytest.raises(SystemExit):
         cli.parse(Args, ["--dis-eval-every", "-1"])
@@ -57,7 +58,7 @@ def test_compare_runs_two_seeds_writes_the_table_and_reuses_finished_seeds(tmp_p
     out = tmp_path / "cmp"
     cmd = [sys.executable, str(REPO / "train" / "compare_supervision.py"), "--out", str(out), "--seeds", "0,1"]
     cmd += ["--minutes", "5", "--eval-size", "16", "--pool-size", "64", "--dis-eval-every", "2", "--trm-eval-every", "1"]
-    cmd += ["--trm-args", f"{TINY} --steps 2 --n-sup 2 --T 1 --n 1", "--dis-args", f"{TINY} --steps 4"]
+    cmd += [*COMPARE_TINY, "--trm-steps", "2", "--trm-n-sup", "2", "--trm-T", "1", "--trm-n", "1", "--dis-steps", "4"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     text = (out / "compare.md").read_text()

@@ -20,11 +20,12 @@ import train.supervised as supervised
 from envs import sudoku
 from train.run_folder import Budget
 from trm.adam_atan2 import AdamAtan2
-from trm.config import LEGACY, TRMConfig
+from trm.config import LEGACY, TrainConfig, TRMConfig
 from trm.model import TRM, Block, inner_width, rms_norm
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(hidden=16, layers=1, expansion=2.0, batch_size=8, warmup_steps=1)
+TINY = dict(hidden=16, layers=1, expansion=2.0)
+TRAIN = TrainConfig(batch_size=8, warmup_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,8 @@ def test_fixed_initial_state_is_a_saved_buffer_of_unit_scale_that_training_leave
     for t in (model.y_init, model.z_init):
         assert 0.75 < float(t.std()) < 1.1 and float(t.abs().max()) <= 2.0  # truncated N(0, 1)
     before = model.y_init.clone()
-    opt = supervised.make_optimizer(cfg, model)
-    supervised.train_batch(model, None, opt, cfg, *batch, torch.Generator().manual_seed(0), 0)
+    opt = supervised.make_optimizer(TRAIN, model)
+    supervised.train_batch(model, None, opt, TRAIN, *batch, torch.Generator().manual_seed(0), 0)
     assert torch.equal(model.y_init, before)
     learned = TRM(replace(cfg, init_state="learned"))
     assert "y_init" in {n for n, _ in learned.named_parameters()}
@@ -113,12 +114,12 @@ def test_step_embedding_is_added_at_token_scale_before_the_sqrt_d_scaling():
 def test_halting_exploration_keeps_samples_running_that_the_q_head_would_halt(batch):
     steps = {}
     for p in (0.0, 1.0):
-        cfg = TRMConfig(**TINY, n_sup=6, T=1, n=1, halt_exploration=p)
+        cfg, tc = TRMConfig(**TINY, n_sup=6, T=1, n=1), replace(TRAIN, halt_exploration=p)
         model = TRM(cfg)
         with torch.no_grad():
             model.q_head.bias.fill_(10.0)  # the head says "halt" at once
-        opt = supervised.make_optimizer(cfg, model)
-        logs = supervised.train_batch(model, None, opt, cfg, *batch, torch.Generator().manual_seed(1), 0)
+        opt = supervised.make_optimizer(tc, model)
+        logs = supervised.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
         steps[p] = len(logs["samples"])
     assert steps[0.0] == 1  # everyone halts after the first step
     assert steps[1.0] >= 2  # exploration: each sample runs U{2..6} steps at least
@@ -127,11 +128,11 @@ def test_halting_exploration_keeps_samples_running_that_the_q_head_would_halt(ba
 def test_q_loss_enters_the_loss_with_its_weight(batch):
     losses = {}
     for w in (0.0, 0.5):
-        cfg = TRMConfig(**TINY, n_sup=1, T=1, n=1, q_loss_weight=w, halt_exploration=0.0)
+        cfg, tc = TRMConfig(**TINY, n_sup=1, T=1, n=1), replace(TRAIN, q_loss_weight=w, halt_exploration=0.0)
         torch.manual_seed(0)
         model = TRM(cfg)
-        opt = supervised.make_optimizer(cfg, model)
-        logs = supervised.train_batch(model, None, opt, cfg, *batch, torch.Generator().manual_seed(1), 0)
+        opt = supervised.make_optimizer(tc, model)
+        logs = supervised.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
         losses[w] = (logs["loss"][0], logs["q_loss"][0])
     assert losses[0.5][0] - losses[0.0][0] == pytest.approx(0.5 * losses[0.5][1], rel=1e-4)
     assert losses[0.5][1] > 0
@@ -155,19 +156,18 @@ def test_adam_atan2_first_step_is_lr_times_pi_over_4_against_the_gradient_sign_w
 
 def test_paper_configuration_builds_and_takes_one_step_on_cpu(batch):
     args = supervised.parse_args("trm", ["--paper"])
-    cfg = args.model
-    assert (cfg.hidden, cfg.n_sup, cfg.T, cfg.n, cfg.batch_size) == (512, 16, 3, 6, 768)
-    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.ema_decay) == ("adam_atan2", 1e-4, 1.0, 2000, 0.999)
+    cfg, tc = args.model, args.training
+    assert (cfg.hidden, cfg.n_sup, cfg.T, cfg.n, tc.batch_size) == (512, 16, 3, 6, 768)
+    assert (tc.optimizer, tc.lr, tc.weight_decay, tc.warmup_steps, tc.ema_decay) == ("adam_atan2", 1e-4, 1.0, 2000, 0.999)
     block = (cfg.prefix_tokens, cfg.mixer_norm, cfg.inner_multiple)
-    assert block == (16, "positions", 256) and (cfg.halt_exploration, cfg.q_loss_weight) == (0.1, 0.5)
-    model = TRM(cfg)
+    assert block == (16, "positions", 256) and (tc.halt_exploration, tc.q_loss_weight) == (0.1, 0.5)
+    model = TRM(replace(cfg, n_sup=1))  # one supervision step of the paper's model, on two puzzles
     assert 4_000_000 < sum(p.numel() for p in model.parameters()) < 8_000_000
-    opt = supervised.make_optimizer(cfg, model)
+    opt = supervised.make_optimizer(tc, model)
     assert isinstance(opt, AdamAtan2)
-    one_step = replace(cfg, n_sup=1)  # one supervision step of the paper's model, on two puzzles
     before = [p.detach().clone() for p in model.parameters()]
     model.reset_counter()
-    supervised.train_batch(model, None, opt, one_step, batch[0][:2], batch[1][:2], torch.Generator().manual_seed(0), 0)
+    supervised.train_batch(model, None, opt, tc, batch[0][:2], batch[1][:2], torch.Generator().manual_seed(0), 0)
     assert model.net.sample_calls == 2 * 3 * 7  # T (n + 1) calls per sample, counted by the model
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
 

@@ -15,12 +15,28 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import train.expert_iteration as expert
 import train.ppo_recursion as ppo
+from agents.recursion_policy import PolicySettings, RecursionPolicy, cell_log_probs, log_prob_entropy
+from envs.vector_env import LatentReasoningSudokuVectorEnv
+from train.distributed import Dist
+from train.rl import controls
+from train.rl.advantages import advantages, gae, leave_one_out
+from train.rl.rollout import rollout
+from train.rl.update import policy_loss
+from train.run_folder import Diverged
 from envs import sudoku
 from train.held_out import split
-from trm.checkpoint import load_checkpoint
+from trm.checkpoint import load_checkpoint, load_model
 from trm.config import TRMConfig
 from trm.model import TRM
+
+
+def ppo_update(policy, opt, buf, argv, ddp, generator, rows=None):
+    """One PPO update of ``buf`` under the settings the command line ``argv`` gives."""
+    a = ppo.parse_args(argv)
+    adv = advantages(buf, a.advantage, ddp, a.env.group_size if a.update.grouped else 0)
+    return ppo.update(policy, opt, buf, adv, a.update, a.policy, ddp, generator, rows)
 
 
 def rl_args(out, ckpt, *extra):
@@ -100,7 +116,7 @@ def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_d
     def diverging(*a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise ppo.Diverged("approximate KL 1e9 exceeds --abort-kl 2.0")
+            raise Diverged("approximate KL 1e9 exceeds --abort-kl 2.0")
         return real(*a, **k)
 
     monkeypatch.setattr(ppo, "update", diverging)
@@ -110,32 +126,32 @@ def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_d
 
 
 def test_nan_loss_is_reported_as_divergence():
-    policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
-    venv = ppo.LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
+    policy = RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
+    venv = LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
     venv.reset(seed=0)
-    buf = ppo.rollout(policy, venv)
+    buf = rollout(policy, venv)
     buf["logp"][:] = float("nan")
     opt = torch.optim.Adam(policy.parameters())
-    with pytest.raises(ppo.Diverged):
-        ppo.update(policy, opt, buf, ppo.parse_args([]), ppo.Dist(), torch.Generator().manual_seed(0))
+    with pytest.raises(Diverged):
+        ppo_update(policy, opt, buf, [], Dist(), torch.Generator().manual_seed(0))
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, state: dict, buf: dict, out: str, extra: list) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
+    policy = RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
     policy.load_state_dict(state)
     ddp_policy = torch.nn.parallel.DistributedDataParallel(policy, find_unused_parameters=True)
     opt = torch.optim.Adam(policy.parameters(), lr=1e-5)
     local = buf["valid"].shape[1] // world
     part = {k: (v[:, rank * local : (rank + 1) * local] if v.dim() >= 2 else v) for k, v in buf.items()}
     rows = torch.arange(rank * local, (rank + 1) * local)
-    ppo.update(
+    ppo_update(
         ddp_policy,
         opt,
         part,
-        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra]),
-        ppo.Dist(rank, world),
+        ["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra],
+        Dist(rank, world),
         torch.Generator().manual_seed(3),
         rows,
     )
@@ -151,23 +167,23 @@ def test_two_gloo_ranks_stay_identical_and_match_one_rank_on_the_same_global_bat
 def _two_ranks_against_one(tmp_path, extra: list[str]) -> None:
     tmp_path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
+    policy = RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
     with torch.no_grad():
         policy.trm.q_head.bias.fill_(-1.0)
-    venv = ppo.LatentReasoningSudokuVectorEnv(num_envs=8, pool_size=16, max_steps=6, step_cost=0.02)
+    venv = LatentReasoningSudokuVectorEnv(num_envs=8, pool_size=16, max_steps=6, step_cost=0.02)
     venv.reset(seed=0)
-    buf = ppo.rollout(policy, venv)
+    buf = rollout(policy, venv)
     buf = {k: v for k, v in buf.items() if k not in ("solved", "steps")}
     state = {k: v.clone() for k, v in policy.state_dict().items()}
-    single = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
+    single = RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1)))
     single.load_state_dict(state)
     opt = torch.optim.Adam(single.parameters(), lr=1e-5)
-    ppo.update(
+    ppo_update(
         single,
         opt,
         buf,
-        ppo.parse_args(["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra]),
-        ppo.Dist(),
+        ["--epochs", "2", "--minibatches", "2", "--target-kl", "1e9", "--abort-kl", "1e9", *extra],
+        Dist(),
         torch.Generator().manual_seed(3),
     )
     spawn_args = (2, str(tmp_path / "init"), state, buf, str(tmp_path / "p"), extra)
@@ -233,7 +249,7 @@ def test_gae_on_a_hand_computed_two_episode_batch_with_masks():
         "done": torch.tensor([[False, False], [False, True], [True, False]]),
         "valid": torch.tensor([[True, True], [True, True], [True, False]]),
     }
-    adv, ret = ppo.gae(buf, gamma=0.9, lam=0.5)
+    adv, ret = gae(buf, gamma=0.9, lam=0.5)
     # env 0: A2 = 2; A1 = (0 + 0 - 1) + 0.45 * 2 = -0.1; A0 = (1 + 0.9 * 1 - 0.5) + 0.45 * -0.1 = 1.355
     # env 1: A1 = 3 - 2 = 1; A0 = (0 + 0.9 * 2 - 1) + 0.45 * 1 = 1.25; the masked step gets 0
     assert torch.allclose(adv, torch.tensor([[1.355, 1.25], [-0.1, 1.0], [2.0, 0.0]]))
@@ -249,7 +265,7 @@ def test_log_probability_and_entropy_per_sample_on_known_distributions():
     halt = torch.tensor([0, 1])
     blank = torch.zeros(2, 81, dtype=torch.bool)
     blank[0, :2], blank[1, 5] = True, True
-    logp, ent = ppo.log_prob_entropy(logits, q, cells, halt, blank)
+    logp, ent = log_prob_entropy(logits, q, cells, halt, blank)
     p = torch.tensor([0.25] + [1 / 12] * 9)
     assert logp[0].item() == pytest.approx(2 * -math.log(10) + math.log(0.5), abs=1e-5)
     assert logp[1].item() == pytest.approx(math.log(0.25) + math.log(0.75), abs=1e-5)
@@ -261,7 +277,7 @@ def test_log_probability_and_entropy_per_sample_on_known_distributions():
 def test_pi_weights_use_the_global_maximum():
     args = ppo.parse_args(["--objective", "pi", "--beta", "1", "--max-weight", "1e9"])
     adv = torch.tensor([0.0, math.log(3.0)])
-    loss = ppo.policy_loss(torch.ones(2), torch.zeros(2), adv, adv, args, ppo.Dist(), torch.tensor(2.0))
+    loss = policy_loss(torch.ones(2), torch.zeros(2), adv, adv, args.update, Dist(), torch.tensor(2.0))
     assert torch.allclose(-loss, torch.tensor([0.5, 1.5]))  # exp(A) normalised to mean 1, times log pi = 1
 
 
@@ -276,24 +292,24 @@ def test_per_cell_credit_gives_each_cell_its_own_return_and_the_halt_the_shared_
         "valid": torch.tensor([[True], [True], [False]]),
         "blank": torch.ones(3, 1, 2, dtype=torch.bool),
     }
-    adv = ppo.advantages(buf, ppo.parse_args(["--credit", "cell"]), ppo.Dist())
+    adv = advantages(buf, ppo.parse_args(["--credit", "cell"]).advantage, Dist())
     # cell returns: G_1 = [-0.5, 0.5], G_0 = [0.5 - 0.5, 0 + 0.5]; minus the cell baselines
     assert torch.allclose(adv.cell_ret[:2, 0], torch.tensor([[0.0, 0.5], [-0.5, 0.5]]), atol=1e-6)
     assert torch.allclose(adv.cell[:2, 0], torch.tensor([[-0.2, 0.5], [-0.5, 0.5]]), atol=1e-6)
     # the shared part (bonus and step cost) credits the halt: -0.1 then 0.9
     assert torch.allclose(adv.step_ret[:, 0], torch.tensor([0.8, 0.9, 0.0]), atol=1e-6)
     assert adv.cell[2].abs().sum() == 0 and adv.step[2].abs().sum() == 0
-    joint = ppo.advantages(buf, ppo.parse_args([]), ppo.Dist())
+    joint = advantages(buf, ppo.Args().advantage, Dist())
     assert joint.cell is None and torch.allclose(joint.step_ret[:, 0], torch.tensor([1.3, 0.9, 0.0]), atol=1e-6)
 
 
 def test_with_previous_answer_input_the_sampled_action_changes_the_next_steps_logits():
     torch.manual_seed(0)
     for mode, depends in (("answer_and_givens", True), ("previous_answer", True), ("puzzle", False)):
-        policy = ppo.RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1, input_mode=mode)))
-        venv = ppo.LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
+        policy = RecursionPolicy(TRM(TRMConfig.dis(hidden=16, layers=1, input_mode=mode)))
+        venv = LatentReasoningSudokuVectorEnv(num_envs=4, pool_size=8, max_steps=6)
         venv.reset(seed=0)
-        buf = ppo.rollout(policy, venv, "stablemax")
+        buf = rollout(policy, venv, PolicySettings("stablemax"))
         blank = buf["blank"][1]
         # the step-2 input holds the step-1 sample on the blanks exactly when the policy reads its answer
         assert torch.equal(buf["tokens"][1][blank], buf["cells"][0][blank]) == depends
@@ -309,11 +325,11 @@ def test_with_previous_answer_input_the_sampled_action_changes_the_next_steps_lo
 
 def test_stablemax_sampling_is_the_distribution_the_supervised_loss_trained():
     logits = torch.tensor([[[3.0, 0.0, -1.0] + [-2.0] * 7]])
-    p = ppo.cell_log_probs(logits, "stablemax").exp()[0, 0]
+    p = cell_log_probs(logits, "stablemax").exp()[0, 0]
     s = torch.tensor([4.0, 1.0, 0.5] + [1 / 3] * 7)
     assert torch.allclose(p, s / s.sum(), atol=1e-6)
-    assert ppo.cell_log_probs(logits, "softmax", temperature=2.0).exp()[0, 0].argmax() == 0
-    assert torch.allclose(ppo.cell_log_probs(logits, "softmax", 2.0), torch.log_softmax(logits / 2, -1))
+    assert cell_log_probs(logits, "softmax", temperature=2.0).exp()[0, 0].argmax() == 0
+    assert torch.allclose(cell_log_probs(logits, "softmax", 2.0), torch.log_softmax(logits / 2, -1))
 
 
 @pytest.mark.slow
@@ -324,10 +340,10 @@ def test_two_gloo_ranks_match_one_rank_under_the_pi_objective_and_per_cell_credi
 
 def test_leave_one_out_subtracts_the_mean_of_the_other_episodes_of_the_group():
     x = torch.tensor([1.0, 2.0, 3.0, 7.0])
-    assert torch.allclose(ppo.leave_one_out(x, 2), torch.tensor([-1.0, 1.0, -4.0, 4.0]))
-    assert torch.allclose(ppo.leave_one_out(x, 4), torch.tensor([1 - 4.0, 2 - 11 / 3, 3 - 10 / 3, 7 - 2.0]))
+    assert torch.allclose(leave_one_out(x, 2), torch.tensor([-1.0, 1.0, -4.0, 4.0]))
+    assert torch.allclose(leave_one_out(x, 4), torch.tensor([1 - 4.0, 2 - 11 / 3, 3 - 10 / 3, 7 - 2.0]))
     cells = torch.arange(8.0).reshape(4, 2)  # trailing dimensions are per-cell terms
-    assert torch.allclose(ppo.leave_one_out(cells, 2), torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-2.0, -2.0], [2.0, 2.0]]))
+    assert torch.allclose(leave_one_out(cells, 2), torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-2.0, -2.0], [2.0, 2.0]]))
 
 
 def test_group_advantages_credit_each_episode_against_its_group():
@@ -338,13 +354,13 @@ def test_group_advantages_credit_each_episode_against_its_group():
     cell_reward[0, :, 0] = reward[0]  # step 0's reward is all per-cell, later steps' shared
     buf = {"valid": valid, "reward": reward, "cell_reward": cell_reward, "blank": torch.ones(t, n, 81, dtype=torch.bool)}
     args = ppo.parse_args(["--objective", "group", "--group-size", "2", "--num-envs", "4"])
-    adv = ppo.advantages(buf, args, ppo.Dist())
+    adv = advantages(buf, args.advantage, Dist(), group_size=2)
     ret = reward.sum(0)  # 0.6, 1.2, 0.0, 0.6
     expected = torch.tensor([0.6 - 1.2, 1.2 - 0.6, 0.0 - 0.6, 0.6 - 0.0])
     assert torch.allclose(adv.step, torch.where(valid, expected[None], 0.0))
     assert adv.cell is None
-    args.credit = "cell"
-    adv = ppo.advantages(buf, args, ppo.Dist())
+    args.advantage.credit = "cell"
+    adv = advantages(buf, args.advantage, Dist(), group_size=2)
     shared = ret - reward[0]
     assert torch.allclose(adv.step[0], shared - shared.reshape(2, 2).flip(1).reshape(4))
     assert torch.allclose(adv.cell[0, :, 0], reward[0] - reward[0].reshape(2, 2).flip(1).reshape(4))
@@ -379,10 +395,10 @@ def no_solving(monkeypatch):
 def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(tmp_path, real_unique, monkeypatch, search):
     f = near_solved_file(tmp_path / "unlabelled.txt", real_unique)
     no_solving(monkeypatch)
-    argv = ["--out", str(tmp_path / "run"), "--puzzles", str(f), "--reward-mode", "verifier", "--objective", "expert",
+    argv = ["--out", str(tmp_path / "run"), "--puzzles", str(f), "--reward-mode", "verifier",
             "--group-size", "4", "--num-envs", "16", "--eval-size", "8", "--updates", "3", "--hidden", "16",
             "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3", *search]
-    m = ppo.main(argv)
+    m = expert.main(argv)
     assert m["init"].startswith("scratch") and m["updates"] == 3
     assert not (tmp_path / "run" / "warm_dis").exists()  # no supervised warm start on the puzzles it trains on
     run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -396,18 +412,17 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     # its DIS batches keep a weight average (the DIS config's decay), and greedy decoding after RL reads it
     ema, live = ck["ema"]["model"], ck["model"]
     assert ck["ema"]["updates"] >= 1 and any(not torch.equal(ema[k], live[k]) for k in live)
-    averaged = ppo.load_model(tmp_path / "run" / "checkpoint.pt", "ppo_recursion")[0]
+    averaged = load_model(tmp_path / "run" / "checkpoint.pt", "expert_iteration")[0]
     data = split("easy", str(f), seed=0, pool_size=4096, eval_size=8, need_solutions=False, eval_labels=True)
-    again = ppo.measure(averaged, data.eval_puzzles, data.eval_solutions, "cpu", False)
+    again = controls.measure(averaged, data.eval_puzzles, data.eval_solutions, "cpu", False)
     after = m["after"]["fixed"]  # this file has no labels: scores that need them are NaN on both sides
     np.testing.assert_equal(*({k: v for k, v in r.items() if k != "wall_seconds"} for r in (again, after)))
 
 
-def test_expert_search_needs_the_expert_objective_and_divides_the_rollout(capsys):
-    for bad in (["--expert-search", "4"], ["--objective", "expert", "--expert-search", "3"],
-                ["--objective", "expert", "--expert-search", "-2"]):
+def test_expert_search_is_the_expert_scripts_and_divides_the_rollout(capsys):
+    for script, bad in ((ppo, ["--expert-search", "4"]), (expert, ["--expert-search", "3"]), (expert, ["--expert-search", "-2"])):
         with pytest.raises(SystemExit):
-            ppo.parse_args(bad)
+            script.parse_args(bad)
         assert "--expert-search" in capsys.readouterr().err
 
 
@@ -423,13 +438,13 @@ def test_group_objective_runs_end_to_end_from_a_named_checkpoint(tmp_path, tiny_
 
 @pytest.mark.slow
 def test_dis_control_on_rls_own_labelled_puzzles_fine_tunes_the_start(tmp_path, tiny_dis_checkpoint, capsys):
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", "expert", "--lr", "1e-4", "--control-data", "rl"))
+    m = expert.main(rl_args(tmp_path, tiny_dis_checkpoint, "--lr", "1e-4", "--control-data", "rl"))
     control = m["controls"]["dis_on_rl_data"]
     assert control["data"] == "rl" and control["forward_passes_per_puzzle"] == 18.0 and m["controls"]["dis_continued"] is None
     run = json.loads((tmp_path / "dis_on_rl_data" / "run.json").read_text())
     assert run["args"]["init_from"] == tiny_dis_checkpoint and run["data"] == "generated:easy"
     assert run["args"]["pool_size"] == 32 and run["args"]["eval_size"] == 8  # RL's pool and held-out split
-    assert run["config"]["lr"] == 1e-4 and run["config"]["lr_min_ratio"] == 1.0  # the expert's constant rate
+    assert run["training"]["lr"] == 1e-4 and run["training"]["lr_min_ratio"] == 1.0  # the expert's constant rate
     row = r"\| DIS continued [0-9.]+ min on RL's puzzles, labelled instead of RL, all steps \|"
     assert re.search(row, capsys.readouterr().out)
 
@@ -441,15 +456,15 @@ def test_threshold_at_picks_the_cheapest_threshold_that_solves_as_many():
         {"threshold": -0.01, "solve_rate": 0.96, "forward_passes_per_puzzle": 12.0},
         {"threshold": -0.001, "solve_rate": 0.96, "forward_passes_per_puzzle": 15.0},
     ]
-    assert ppo.threshold_at(curve, 0.95)["threshold"] == -0.1
-    assert ppo.threshold_at(curve, 0.951)["threshold"] == -0.01  # -0.1 solves fewer: not as good
-    assert ppo.threshold_at(curve, 0.97) is None
+    assert controls.threshold_at(curve, 0.95)["threshold"] == -0.1
+    assert controls.threshold_at(curve, 0.951)["threshold"] == -0.01  # -0.1 solves fewer: not as good
+    assert controls.threshold_at(curve, 0.97) is None
 
 
 def test_halt_curve_measures_every_threshold_on_the_held_out_puzzles(tmp_path, tiny_dis_checkpoint, capsys):
     m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "1", "--halt-curve", "--no-control-dis"))
     curve = m["before"]["threshold"]["curve"]
-    assert [p["threshold"] for p in curve] == list(ppo.THRESHOLDS)
+    assert [p["threshold"] for p in curve] == list(controls.THRESHOLDS)
     assert all(3.0 <= p["forward_passes_per_puzzle"] <= 18.0 for p in curve)  # counted: 3 per step, 1 to 6 steps
-    assert m["controls"]["threshold_at_learned_solve_rate"] == ppo.threshold_at(curve, m["after"]["halting"]["solve_rate"])
+    assert m["controls"]["threshold_at_learned_solve_rate"] == controls.threshold_at(curve, m["after"]["halting"]["solve_rate"])
     assert "no-RL threshold on the held-out puzzles: -3.0:" in capsys.readouterr().out

@@ -71,9 +71,9 @@ def test_resume_refuses_other_data_listing_every_difference(tmp_path, capsys):
     from train import supervised
 
     args = ["--out", str(tmp_path), *TINY, "--steps", "1", "--checkpoint-every", "0"]
-    supervised.train("dis", args)
+    supervised.train(supervised.parse_args("dis", args))
     with pytest.raises(ValueError, match=r"difficulty: 'easy' -> 'hard'; .*seed: 0 -> 1"):
-        supervised.train("dis", [*args, "--resume", "--seed", "1", "--difficulty", "hard"])
+        supervised.train(supervised.parse_args("dis", [*args, "--resume", "--seed", "1", "--difficulty", "hard"]))
 
 
 @pytest.mark.slow
@@ -117,16 +117,16 @@ def test_init_from_starts_from_the_checkpoints_weights_and_refuses_another_shape
 
     # learning rate 0 and no weight decay: one batch leaves the weights where --init-from put them
     args = ["--out", str(tmp_path / "ft"), *TINY, "--steps", "1", "--lr", "0", "--weight-decay", "0", "--difficulty", "medium"]
-    supervised.train("dis", [*args, "--init-from", tiny_dis_checkpoint])
+    supervised.train(supervised.parse_args("dis", [*args, "--init-from", tiny_dis_checkpoint]))
     start, tuned = load_checkpoint(tiny_dis_checkpoint), load_checkpoint(tmp_path / "ft" / "checkpoint.pt")
     for name, w in model_weights(start).items():
         assert torch.equal(tuned["model"][name], w), name
     assert tuned["state"]["batch"] == 1 and tuned["args"]["difficulty"] == "medium"  # fresh counters, its own data
     assert json.loads((tmp_path / "ft" / "run.json").read_text())["args"]["init_from"] == tiny_dis_checkpoint
     with pytest.raises(SystemExit) as stop:  # a bad option: one line, exit status 2
-        supervised.train("dis", [*args, "--hidden", "32", "--out", str(tmp_path / "bad"), "--init-from", tiny_dis_checkpoint])
+        supervised.train(supervised.parse_args("dis", [*args, "--hidden", "32", "--out", str(tmp_path / "bad"), "--init-from", tiny_dis_checkpoint]))
     assert stop.value.code == 2 and not (tmp_path / "bad").exists()  # refused before anything was created
     assert re.search(r"--init-from: .*tiny_dis.*another model shape .*hidden: 16 -> 32", capsys.readouterr().err)
     with pytest.raises(SystemExit):
-        supervised.train("trm", ["--out", str(tmp_path / "trm"), "--steps", "1", "--init-from", tiny_dis_checkpoint])
+        supervised.train(supervised.parse_args("trm", ["--out", str(tmp_path / "trm"), "--steps", "1", "--init-from", tiny_dis_checkpoint]))
     assert "--init-from: checkpoint" in capsys.readouterr().err

@@ -10,12 +10,13 @@ import train.supervised as supervised
 from envs import sudoku
 from train.evaluate import evaluate
 from trm.checkpoint import load_checkpoint, save_checkpoint
-from trm.config import TRMConfig
+from trm.config import TrainConfig, TRMConfig
 from trm.losses import advantage_margin, guided_logits, log_stablemax, stablemax_cross_entropy
 from trm.model import TRM
 from trm.targets import PATHS
 
-TINY = dict(hidden=16, layers=1, expansion=2.0, batch_size=8, warmup_steps=1)
+TINY = dict(hidden=16, layers=1, expansion=2.0)
+TRAIN = TrainConfig(batch_size=8, warmup_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,8 @@ def test_counter_reports_n_sup_T_n_plus_1_calls_per_sample(real, n_sup, T, n, mi
     p = torch.from_numpy(real[0][:4]).long()
     s = torch.from_numpy(real[1][:4]).long()
     model.reset_counter()
-    opt = supervised.make_optimizer(cfg, model)
-    supervised.train_batch(model, None, opt, cfg, p, s, torch.Generator().manual_seed(0), 0)
+    opt = supervised.make_optimizer(TRAIN, model)
+    supervised.train_batch(model, None, opt, TRAIN, p, s, torch.Generator().manual_seed(0), 0)
     assert model.net.sample_calls == 4 * n_sup * T * (n + 1)
 
 
@@ -152,7 +153,7 @@ def tiny_args(out, scheme="dis", steps=3, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["trm", "dis"])
 def test_trainer_writes_a_complete_run_folder(tmp_path, scheme):
-    m = supervised.train(scheme, tiny_args(tmp_path, scheme))
+    m = supervised.train(supervised.parse_args(scheme, tiny_args(tmp_path, scheme)))
     for key in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "train_forward_passes", "wall_seconds"):
         assert key in m
     assert m["batches"] == 3
@@ -176,9 +177,9 @@ def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path):
     # a run extended from 2 to 4 batches matches a 4-batch run when the learning rate is constant
     # (a decaying schedule runs over --steps, so extending the run changes it by design)
     const = ("--lr-min-ratio", "1")
-    straight = supervised.train("dis", tiny_args(tmp_path / "a", "dis", 4, *const))
-    supervised.train("dis", tiny_args(tmp_path / "b", "dis", 2, *const))
-    resumed = supervised.train("dis", tiny_args(tmp_path / "b", "dis", 4, "--resume", *const))
+    straight = supervised.train(supervised.parse_args("dis", tiny_args(tmp_path / "a", "dis", 4, *const)))
+    supervised.train(supervised.parse_args("dis", tiny_args(tmp_path / "b", "dis", 2, *const)))
+    resumed = supervised.train(supervised.parse_args("dis", tiny_args(tmp_path / "b", "dis", 4, "--resume", *const)))
     assert resumed["batches"] == straight["batches"] == 4
     a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
@@ -189,17 +190,17 @@ def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path):
 
 
 def test_bad_checkpoints_are_refused_with_the_reason(tmp_path, capsys):
-    supervised.train("dis", tiny_args(tmp_path, "dis", 1))
+    supervised.train(supervised.parse_args("dis", tiny_args(tmp_path, "dis", 1)))
     with pytest.raises(ValueError, match=r"another config: hidden: 16 -> 32"):
-        supervised.train("dis", tiny_args(tmp_path, "dis", 2, "--resume", "--hidden", "32"))
+        supervised.train(supervised.parse_args("dis", tiny_args(tmp_path, "dis", 2, "--resume", "--hidden", "32")))
     with pytest.raises(ValueError, match="holds a 'dis' model; expected trm"):
-        supervised.train("trm", tiny_args(tmp_path, "trm", 2, "--resume"))
+        supervised.train(supervised.parse_args("trm", tiny_args(tmp_path, "trm", 2, "--resume")))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="corrupt or not a checkpoint"):
-        supervised.train("dis", tiny_args(tmp_path / "bad", "dis", 2, "--resume"))
+        supervised.train(supervised.parse_args("dis", tiny_args(tmp_path / "bad", "dis", 2, "--resume")))
     with pytest.raises(SystemExit) as stop:
-        supervised.train("dis", tiny_args(tmp_path / "missing", "dis", 2, "--resume"))
+        supervised.train(supervised.parse_args("dis", tiny_args(tmp_path / "missing", "dis", 2, "--resume")))
     assert stop.value.code == 2 and "no checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()  # refused before anything was created
 
@@ -215,7 +216,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
 
     monkeypatch.setattr(supervised, "stablemax_cross_entropy", loss_that_breaks)
     with pytest.raises(supervised.Diverged, match="loss became nan.*last good checkpoint"):
-        supervised.train("dis", tiny_args(tmp_path, "dis", 5))
+        supervised.train(supervised.parse_args("dis", tiny_args(tmp_path, "dis", 5)))
     kept = load_checkpoint(tmp_path / "checkpoint.pt", kind="dis")
     assert kept["state"]["batch"] == 2
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
@@ -228,7 +229,7 @@ def test_a_tiny_dis_model_learns_easy_puzzles(tmp_path):
     args = ["--out", str(tmp_path), "--steps", "60", "--minutes", "5", "--difficulty", "easy", "--pool-size", "512"]
     args += ["--eval-size", "100", "--hidden", "32", "--layers", "1", "--batch-size", "32", "--n-sup", "3"]
     args += ["--lr", "3e-3", "--ema-decay", "0", "--checkpoint-every", "0"]
-    trained = supervised.train("dis", args)
+    trained = supervised.train(supervised.parse_args("dis", args))
     ck = load_checkpoint(tmp_path / "checkpoint.pt")
     cfg = TRMConfig.from_dict(ck["config"])
     torch.manual_seed(0)

@@ -30,14 +30,14 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from envs import sudoku
 from train import cli
 from train.supervised import BASE_CONFIGS, make_optimizer, train_batch
-from trm.config import LEGACY, TRMConfig
+from trm.config import LEGACY, LEGACY_TRAINING, TrainConfig, TRMConfig
 from trm.ema import EMA
 from trm.model import TRM
 
@@ -70,11 +70,14 @@ class Args:
             raise ValueError(f"--schemes: unknown {bad}; known: dis, trm")
 
 
+Configs = tuple[TRMConfig, TrainConfig]  # a network and its training settings
+
+
 @dataclass
 class Variant:
     """A config change plus how to run: threads, compile, autocast."""
 
-    config: Callable[[TRMConfig], TRMConfig]
+    config: Callable[[Configs], Configs]
     threads: int | None = None
     compile: bool = False
     autocast: bool = False
@@ -86,33 +89,42 @@ OLD_DEFAULTS = {
 }
 
 
-def legacy(cfg: TRMConfig) -> TRMConfig:
+def changed(cfg: Configs, **kw: object) -> Configs:
+    """``cfg`` with each setting in ``kw`` replaced in whichever of the two configs has it."""
+    model, training = cfg
+    names = {f.name for f in fields(TRMConfig)}
+    return (replace(model, **{k: v for k, v in kw.items() if k in names}),
+            replace(training, **{k: v for k, v in kw.items() if k not in names}))
+
+
+def legacy(cfg: Configs) -> Configs:
     """The scheme's defaults before this release: :data:`LEGACY` plus the old sizes and optimizer."""
-    return replace(cfg, **LEGACY, **OLD_DEFAULTS[cfg.scheme])
+    return changed(cfg, **LEGACY, **LEGACY_TRAINING, **OLD_DEFAULTS[cfg[1].scheme])
 
 
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant(legacy),
     "defaults": Variant(lambda c: c),
     "threads=1": Variant(lambda c: c, threads=1),
-    "batch=32": Variant(lambda c: replace(c, batch_size=32)),
-    "batch=128": Variant(lambda c: replace(c, batch_size=128)),
+    "batch=32": Variant(lambda c: changed(c, batch_size=32)),
+    "batch=128": Variant(lambda c: changed(c, batch_size=128)),
     "compile": Variant(lambda c: c, compile=True),
-    "no-prefix": Variant(lambda c: replace(c, prefix_tokens=0)),
-    "prefix=16": Variant(lambda c: replace(c, prefix_tokens=16)),
-    "layers=2": Variant(lambda c: replace(c, layers=2)),
-    "no-rounding": Variant(lambda c: replace(c, inner_multiple=1)),
+    "no-prefix": Variant(lambda c: changed(c, prefix_tokens=0)),
+    "prefix=16": Variant(lambda c: changed(c, prefix_tokens=16)),
+    "layers=2": Variant(lambda c: changed(c, layers=2)),
+    "no-rounding": Variant(lambda c: changed(c, inner_multiple=1)),
     "bf16-autocast": Variant(lambda c: c, autocast=True),
 }
 
 
-def measure(cfg: TRMConfig, variant: Variant, puzzles: torch.Tensor, solutions: torch.Tensor, args: Args) -> tuple[float, float]:
+def measure(cfgs: Configs, variant: Variant, puzzles: torch.Tensor, solutions: torch.Tensor, args: Args) -> tuple[float, float]:
     """Median puzzles/s and optimizer steps/s over ``args.repeats`` timings of ``args.batches`` batches."""
-    full = cfg.n_sup
+    mc, cfg = cfgs
+    full = mc.n_sup
     if cfg.scheme == "trm":
-        cfg = replace(cfg, n_sup=min(full, args.trm_steps))
+        mc = replace(mc, n_sup=min(full, args.trm_steps))
     torch.manual_seed(args.seed)
-    model = TRM(cfg)
+    model = TRM(mc)
     opt, ema = make_optimizer(cfg, model), EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if variant.compile:
         model.net = torch.compile(model.net)  # the recursive network f: every call goes through it
@@ -133,7 +145,7 @@ def measure(cfg: TRMConfig, variant: Variant, puzzles: torch.Tensor, solutions: 
                     step = logs["opt_step"]
                 dt = time.perf_counter() - t0
                 if r >= 0:  # puzzles/s for batches of the full n_sup steps
-                    rates.append((n * b / dt * cfg.n_sup / full, steps / dt))
+                    rates.append((n * b / dt * mc.n_sup / full, steps / dt))
     finally:
         torch.set_num_threads(threads)
     return statistics.median(p for p, _ in rates), statistics.median(s for _, s in rates)
@@ -148,13 +160,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| scheme | variant | batch | puzzles/s | supervision steps/s | ratio (puzzles/s) vs baseline |")
     print("|---|---|---|---|---|---|")
     for scheme in args.schemes.split(","):
-        base_cfg = BASE_CONFIGS[scheme]()
+        base_cfg = tuple(make() for make in BASE_CONFIGS[scheme])
         base_rate = None
         for name in ["baseline"] + [v for v in args.variants.split(",") if v]:
             variant = VARIANTS[name]
-            cfg = variant.config(base_cfg)
+            cfgs = variant.config(base_cfg)
+            cfg = cfgs[1]
             try:
-                pps, sps = measure(cfg, variant, puzzles, solutions, args)
+                pps, sps = measure(cfgs, variant, puzzles, solutions, args)
             except Exception as e:  # an option this machine cannot run (e.g. no compiler) is reported, not fatal
                 print(f"| {scheme} | {name} | {cfg.batch_size} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | |")
                 continue

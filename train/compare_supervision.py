@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,15 @@ class Args(RunArgs):
     eval_size: int = 256  # held-out puzzles
     dis_eval_every: int = 0  # DIS batches between learning-curve points; 0: a point at the puzzles TRM saw (within a batch)
     trm_eval_every: int = 2  # TRM batches between learning-curve points
-    trm_args: str = ""  # extra flags for train/train_trm.py, e.g. '--batch-size 32'
-    dis_args: str = ""  # extra flags for train/train_dis.py
+    hidden: int = 0  # width D of both models (0: each scheme's default; the defaults are the same)
+    layers: int = 0  # blocks of both networks (0: each scheme's default)
+    trm_batch_size: int = 0  # TRM's batch (0: its default)
+    dis_batch_size: int = 0  # DIS's batch (0: its default)
+    trm_steps: int = 0  # stop TRM after this many batches (0: only --minutes)
+    dis_steps: int = 0  # stop DIS after this many batches (0: only --minutes)
+    trm_n_sup: int = 0  # TRM's supervision steps (0: its default, 16)
+    trm_T: int = 0  # TRM's latent recursions per step (0: its default, 3)
+    trm_n: int = -1  # TRM's z updates per latent recursion (-1: its default, 6)
 
     def validate(self) -> None:
         super().validate()
@@ -56,18 +62,39 @@ class Args(RunArgs):
             raise ValueError(f"--seeds repeats a seed: {self.seeds!r}")
         if self.dis_eval_every < 0 or self.trm_eval_every < 1:
             raise ValueError("--dis-eval-every must be at least 0 and --trm-eval-every at least 1")
+        for name in ("hidden", "layers", "trm_batch_size", "dis_batch_size", "trm_steps", "dis_steps", "trm_n_sup", "trm_T"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.trm_n < -1:
+            raise ValueError(f"--trm-n must be >= 0 (or -1: the default), got {self.trm_n}")
 
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds.split(",")]
 
 
+def scheme_args(args: Args, scheme: str, seed: int) -> supervised.Args:
+    """The trainer's settings for ``scheme`` and ``seed``: the scheme's defaults, this comparison's data and
+    budget, and the sizes given here (0: the scheme's own)."""
+    folder = Path(args.out) / f"seed{seed}" / scheme
+    a = supervised.default_args(
+        scheme, out=str(folder), seed=seed, device=args.device, minutes=args.minutes, difficulty=args.difficulty,
+        eval_size=args.eval_size, pool_size=args.pool_size, checkpoint_every=args.checkpoint_every, puzzles=args.puzzles,
+        resume=args.resume and (folder / "checkpoint.pt").is_file(), steps=getattr(args, f"{scheme}_steps") or None,
+    )
+    shape = {k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v}
+    if scheme == "trm":
+        shape.update({k: v for k, v in (("n_sup", args.trm_n_sup), ("T", args.trm_T)) if v})
+        shape.update({"n": args.trm_n} if args.trm_n >= 0 else {})
+    batch = getattr(args, f"{scheme}_batch_size")
+    return replace(a, model=replace(a.model, **shape), training=replace(a.training, **({"batch_size": batch} if batch else {})))
+
+
 def dis_eval_every(args: Args, trm_puzzles: int) -> int:
     """DIS batches between curve points: ``--dis-eval-every``, or with 0 ``ceil(trm_puzzles / B)`` for DIS's
-    batch size B (after ``--dis-args``), so that a point falls at TRM's puzzle count to within one batch."""
+    batch size B, so that a point falls at TRM's puzzle count to within one batch."""
     if args.dis_eval_every:
         return args.dis_eval_every
-    batch = supervised.parse_args("dis", shlex.split(args.dis_args)).model.batch_size
-    return max(1, math.ceil(trm_puzzles / batch))
+    return max(1, math.ceil(trm_puzzles / scheme_args(args, "dis", 0).training.batch_size))
 
 
 def at_puzzles(curve: list[dict], puzzles: int) -> dict:
@@ -128,12 +155,8 @@ def table(runs: dict[int, dict[str, dict]]) -> str:
 
 def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
     """Train (or reuse) both schemes for one seed; returns their metrics."""
-    common = ["--seed", str(seed), "--device", args.device, "--minutes", str(args.minutes), "--difficulty", args.difficulty]
-    common += ["--eval-size", str(args.eval_size), "--pool-size", str(args.pool_size)]
-    common += ["--checkpoint-every", str(args.checkpoint_every)]
-    common += ["--puzzles", args.puzzles] if args.puzzles else []
     pair = {}
-    for scheme, extra in (("trm", args.trm_args), ("dis", args.dis_args)):
+    for scheme in ("trm", "dis"):
         folder = Path(args.out) / f"seed{seed}" / scheme
         done = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
         if done is not None and not done.get("interrupted"):
@@ -141,10 +164,8 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
             pair[scheme] = done
             continue
         print(f"seed {seed}: training {scheme} for {args.minutes} min ...", flush=True)
-        resume = ["--resume"] if args.resume and (folder / "checkpoint.pt").is_file() else []
         every = args.trm_eval_every if scheme == "trm" else dis_eval_every(args, pair["trm"]["puzzles_seen"])
-        argv = common + ["--out", str(folder), "--eval-every", str(every)] + resume + shlex.split(extra)
-        pair[scheme] = supervised.train(scheme, argv)
+        pair[scheme] = supervised.train(replace(scheme_args(args, scheme, seed), eval_every=every))
         if pair[scheme].get("interrupted"):
             raise SystemExit(130)
     return pair

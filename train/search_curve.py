@@ -37,7 +37,7 @@ from trm.checkpoint import atomic_write
 
 @dataclass
 class Args:
-    checkpoint: str = "runs/dis/checkpoint.pt"  # a train_dis.py, train_trm.py or ppo_recursion.py checkpoint
+    checkpoint: str = "runs/dis/checkpoint.pt"  # a train_dis.py, train_trm.py or RL checkpoint
     out: str = "runs/search"  # folder of search.json, search.md and search_curve.png
     tiers: str = "easy,medium,hard,extreme"  # generated tiers (comma-separated; empty: puzzle files only)
     puzzle_file: list[str] = field(default_factory=list)  # NAME=PATH: a tier read from a puzzle file (its first --puzzles)

@@ -18,7 +18,7 @@ on-device augmentation. Run folder, budget and checkpoints: :mod:`train.run_fold
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,14 +45,20 @@ from train.run_folder import (
     set_rng_state,
 )
 from trm.adam_atan2 import AdamAtan2
+from trm.carry import Carry
 from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
-from trm.config import TRMConfig
+from trm.config import TrainConfig, TRMConfig, configs_from_dict
 from trm.ema import EMA
 from trm.losses import stablemax_cross_entropy
 from trm.model import TRM
 from trm.targets import PATHS
 
-BASE_CONFIGS = {"dis": TRMConfig.dis, "trm": TRMConfig, "onepass": TRMConfig.onepass}
+BASE_CONFIGS = {  # each scheme's network and training presets
+    "dis": (TRMConfig.dis, TrainConfig.dis),
+    "trm": (TRMConfig, TrainConfig),
+    "onepass": (TRMConfig.onepass, TrainConfig.onepass),
+}
+PAPER_CONFIGS = (TRMConfig.paper_sudoku, TrainConfig.paper_sudoku)  # --paper (TRM only)
 DATA_SETTINGS = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "augment")  # fixed on --resume
 
 
@@ -64,10 +70,11 @@ class Args(RunArgs):
     augment: bool = True  # a random validity-preserving symmetry for every training puzzle
     eval_every: int = 0  # evaluate every N batches (on --eval-limit puzzles; not timed) for the learning curve (0: at the end)
     log_every: int = 10  # batches between TensorBoard points
-    paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (TRMConfig.paper_sudoku: D=512, batch 768, Adam-atan2)
+    paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (D=512, batch 768, Adam-atan2)
     amp: bool = False  # bfloat16 autocast of the forward passes (the TRM code's precision; for cuda)
     init_from: str = ""  # start from this checkpoint's weights (same scheme and model shape), fresh optimizer; not on --resume
     model: TRMConfig = field(default_factory=TRMConfig.dis)
+    training: TrainConfig = field(default_factory=TrainConfig.dis)
 
     def validate(self) -> None:
         super().validate()
@@ -78,17 +85,17 @@ class Args(RunArgs):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be at least 1, got {self.log_every}")
-        if self.paper and self.model.scheme != "trm":
+        if self.paper and self.training.scheme != "trm":
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
         if self.init_from:
-            init_checks(self.init_from, self.model)
+            init_checks(self.init_from, self.model, self.training.scheme)
 
 
-def init_checks(path: str, cfg: TRMConfig) -> dict[str, Any]:
+def init_checks(path: str, cfg: TRMConfig, scheme: str) -> dict[str, Any]:
     """The ``--init-from`` checkpoint, refused (``ValueError`` naming the file) unless it was written by
-    this scheme's trainer with the same parameter shapes as ``cfg`` (training settings may differ)."""
+    the ``scheme`` trainer with the same parameter shapes as ``cfg`` (training settings may differ)."""
     try:
-        ck = load_checkpoint(path, kind=cfg.scheme)
+        ck = load_checkpoint(path, kind=scheme)
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"--init-from: {e}") from None
     diff = config_mismatch(TRMConfig.from_dict(ck["config"]).shape_fields(), cfg.shape_fields())
@@ -97,16 +104,23 @@ def init_checks(path: str, cfg: TRMConfig) -> dict[str, Any]:
     return ck
 
 
+def default_args(scheme: str, paper: bool = False, **overrides: Any) -> Args:
+    """The ``Args`` a ``scheme`` trainer starts from: the scheme's configs (the paper's with ``paper``, TRM
+    only), its run folder ``runs/<scheme>``, then ``overrides``. A warm start or a control is
+    ``train(default_args("dis", out=..., minutes=...))``."""
+    model, training = PAPER_CONFIGS if paper and scheme == "trm" else BASE_CONFIGS[scheme]
+    return replace(Args(out=f"runs/{scheme}", model=model(), training=training(), paper=paper), **overrides)
+
+
 def parse_args(scheme: str, argv: list[str] | None = None, description: str | None = None) -> Args:
-    """``Args`` of a ``scheme`` trainer: the scheme's base config, or the paper's with ``--paper``."""
-    base = TRMConfig.paper_sudoku if scheme == "trm" and cli.given(argv, "--paper") else BASE_CONFIGS[scheme]
-    return cli.parse(Args, argv, defaults=Args(out=f"runs/{scheme}", model=base()), description=description)
+    """``Args`` of a ``scheme`` trainer from the command line: the scheme's configs, or the paper's with ``--paper``."""
+    return cli.parse(Args, argv, defaults=default_args(scheme, cli.given(argv, "--paper")), description=description)
 
 
 # ----------------------------------------------------------------------------- one batch
 
 
-def lr_at(cfg: TRMConfig, opt_step: int, progress: float = 0.0) -> float:
+def lr_at(cfg: TrainConfig, opt_step: int, progress: float = 0.0) -> float:
     """Linear warm-up over ``warmup_steps`` optimizer steps, then a cosine from ``lr`` down to
     ``lr * lr_min_ratio`` over the run (``progress`` in [0, 1]; ``lr_min_ratio = 1``: constant, the TRM code's setting):
 
@@ -116,7 +130,7 @@ def lr_at(cfg: TRMConfig, opt_step: int, progress: float = 0.0) -> float:
     return cfg.lr * min(1.0, (opt_step + 1) / max(1, cfg.warmup_steps)) * decay
 
 
-def make_optimizer(cfg: TRMConfig, model: TRM) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
     """AdamW (the DIS code) or Adam-atan2 (the TRM code), both with decoupled weight decay."""
     params, betas = [p for p in model.parameters() if p.requires_grad], (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "adam_atan2":
@@ -124,13 +138,13 @@ def make_optimizer(cfg: TRMConfig, model: TRM) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
 
-def step_weight(cfg: TRMConfig, s: int) -> float:
+def step_weight(cfg: TrainConfig, s: int, n_sup: int) -> float:
     """Weight of supervision step ``s`` (1-based): 1, or ``2 s / (n_sup + 1)`` (mean 1) when increasing."""
-    return 1.0 if cfg.step_weights == "uniform" else 2.0 * s / (cfg.n_sup + 1)
+    return 1.0 if cfg.step_weights == "uniform" else 2.0 * s / (n_sup + 1)
 
 
 def optimizer_step(
-    model: TRM, opt: torch.optim.Optimizer, ema: EMA | None, loss: torch.Tensor | None, cfg: TRMConfig, ddp: Dist | None = None
+    model: TRM, opt: torch.optim.Optimizer, ema: EMA | None, loss: torch.Tensor | None, cfg: TrainConfig, ddp: Dist | None = None
 ) -> None:
     """Backward (``loss=None``: no gradient from this rank), the gradient mean over ranks, optional
     gradient-norm clipping, one optimizer step and the EMA update."""
@@ -146,14 +160,14 @@ def optimizer_step(
         ema.update(model)
 
 
-def halt_exploration(cfg: TRMConfig, b: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def halt_exploration(cfg: TrainConfig, n_sup: int, b: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     """Minimum steps per sample ``(b,)``: ``U{2..n_sup}`` with probability ``halt_exploration``, else 0.
 
     As in the TRM code, a sample may halt at step ``s`` only once ``s >= min_steps``, so the Q
     head also sees (and learns the value of) steps it would have skipped.
     """
     explore = torch.rand(b, generator=gen, device=device) < cfg.halt_exploration
-    steps = torch.randint(2, max(cfg.n_sup, 2) + 1, (b,), generator=gen, device=device)
+    steps = torch.randint(2, max(n_sup, 2) + 1, (b,), generator=gen, device=device)
     return torch.where(explore, steps, 0)
 
 
@@ -161,7 +175,7 @@ def train_batch(
     model: TRM,
     ema: EMA | None,
     opt: torch.optim.Optimizer,
-    cfg: TRMConfig,
+    cfg: TrainConfig,
     puzzle: torch.Tensor,
     solution: torch.Tensor,
     gen: torch.Generator,
@@ -172,21 +186,24 @@ def train_batch(
 ) -> dict[str, Any]:
     """Deep supervision over one batch ``(B, 81)``: up to ``n_sup`` optimizer steps. Returns logs.
 
-    With several processes (``ddp``) each rank trains its own ``B`` puzzles and gradients are
-    averaged before every step; a rank whose samples have all halted contributes zeros
-    until every rank's have. ``amp``: bfloat16 autocast of the forward pass. ``progress``: the
-    fraction of the run done, for the learning-rate schedule (:func:`lr_at`).
+    After each step: loss on the conditional readout ``l_c`` (stable-max cross-entropy towards
+    the solution, or DIS's target ``y†_s``; TRM's Q head with BCE on "the decoded answer is
+    exactly right"), an optimizer step, the EMA update, and ``(y, z)`` carried on detached
+    (:class:`trm.carry.Carry`). With several processes (``ddp``) each rank trains its own ``B``
+    puzzles and gradients are averaged before every step; a rank whose samples have all halted
+    contributes zeros until every rank's have. ``amp``: bfloat16 autocast of the forward pass.
+    ``progress``: the fraction of the run done, for the learning-rate schedule (:func:`lr_at`).
     """
-    ddp = ddp or Dist()
+    ddp, mc = ddp or Dist(), model.cfg
     b = puzzle.shape[0]
-    targets = PATHS[cfg.dis_path](puzzle, solution, cfg.n_sup, gen) if cfg.scheme == "dis" else None
-    min_steps = halt_exploration(cfg, b, gen, puzzle.device) if cfg.halting else None
-    y, z = model.initial_state(b)
+    targets = PATHS[cfg.dis_path](puzzle, solution, mc.n_sup, gen) if cfg.scheme == "dis" else None
+    min_steps = halt_exploration(cfg, mc.n_sup, b, gen, puzzle.device) if mc.halting else None
+    carry = Carry(model, b)
     answer, alive, blank = torch.zeros_like(puzzle), torch.arange(b, device=puzzle.device), puzzle == 0
     tokens = model.input_tokens(puzzle, answer)
     logs: dict[str, Any] = {"loss": [], "cell_accuracy": [], "exact": [], "q_loss": [], "samples": []}
     autocast = torch.autocast(puzzle.device.type, dtype=torch.bfloat16, enabled=amp)
-    for s in range(1, cfg.n_sup + 1):
+    for s in range(1, mc.n_sup + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, opt_step, progress)
         if alive.numel() == 0:  # this rank is done, others are not: step with them on zero gradients
@@ -194,13 +211,13 @@ def train_batch(
             opt_step += 1
             continue
         with autocast:
-            out = model.step(tokens[alive], y[alive], z[alive], step=s if cfg.step_embedding else None)
+            out = carry.step(model, tokens[alive], alive, s)
         target = targets[s - 1][alive] if targets is not None else solution[alive]
-        loss = step_weight(cfg, s) * stablemax_cross_entropy(out.logits, target)
+        loss = step_weight(cfg, s, mc.n_sup) * stablemax_cross_entropy(out.logits, target)
         pred = out.logits.detach().argmax(-1)
         exact = (pred == solution[alive]).all(-1)
         q_loss = torch.zeros((), device=puzzle.device)
-        if cfg.halting:
+        if mc.halting:
             q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
             loss = loss + cfg.q_loss_weight * q_loss
         check_finite(loss, f"at supervision step {s} of optimizer step {opt_step}")
@@ -212,13 +229,9 @@ def train_batch(
         logs["cell_accuracy"].append(float(((pred == solution[alive]) & bl).sum() / bl.sum().clamp(min=1)))
         logs["exact"].append(float(exact.float().mean()))
         logs["samples"].append(int(alive.numel()))
-        if s == 1:
-            y, z = out.y.clone(), out.z.clone()  # detached buffers carried from here on
-        else:
-            y[alive], z[alive] = out.y.to(y.dtype), out.z.to(z.dtype)
         answer[alive] = pred
         tokens = model.input_tokens(puzzle, answer)
-        if cfg.halting:
+        if mc.halting:
             alive = alive[(out.q.detach() <= 0) | (s < min_steps[alive])]
             if ddp.max(torch.tensor(alive.numel(), device=puzzle.device)).item() == 0:
                 break
@@ -233,11 +246,11 @@ class Trainer:
     """Model, optimizer, EMA, data and counters of one supervised run, with checkpoint save and restore."""
 
     def __init__(self, args: Args, data: Split, ddp: Dist | None = None, device: str | None = None) -> None:
-        self.args, self.cfg, self.data, self.ddp = args, args.model, data, ddp or Dist()
+        self.args, self.cfg, self.tc, self.data, self.ddp = args, args.model, args.training, data, ddp or Dist()
         self.device = torch.device(device or args.device)
         self.model = TRM(self.cfg).to(self.device)
-        self.opt = make_optimizer(self.cfg, self.model)
-        self.ema = EMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.opt = make_optimizer(self.tc, self.model)
+        self.ema = EMA(self.model, self.tc.ema_decay) if self.tc.ema_decay > 0 else None
         self.gen = torch.Generator(device=self.device).manual_seed(args.seed + self.ddp.rank)
         self.state = {"batch": 0, "opt_step": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
         self.pool_p = torch.as_tensor(data.train.puzzles, dtype=torch.long, device=self.device)
@@ -245,8 +258,9 @@ class Trainer:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "kind": self.cfg.scheme,
+            "kind": self.tc.scheme,
             "config": self.cfg.to_dict(),
+            "training": self.tc.to_dict(),
             "args": {k: getattr(self.args, k) for k in DATA_SETTINGS},
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -272,21 +286,21 @@ class Trainer:
         restarted from them; optimizer, schedule and counters start fresh."""
         self.model.load_state_dict(model_weights(ck))
         if self.ema is not None:
-            self.ema = EMA(self.model, self.cfg.ema_decay)
+            self.ema = EMA(self.model, self.tc.ema_decay)
 
     def eval_model(self) -> TRM:
         return self.ema.model if self.ema is not None else self.model
 
     def batch(self, progress: float = 0.0) -> dict[str, Any]:
         """Draw a batch from the pool (augmented), train on it, update the counters (``progress``: see :func:`lr_at`)."""
-        b = self.cfg.batch_size // self.ddp.world  # batch_size is the global batch, split over ranks
+        b = self.tc.batch_size // self.ddp.world  # batch_size is the global batch, split over ranks
         idx = torch.randint(len(self.pool_p), (b,), generator=self.gen, device=self.device)
         p, s = self.pool_p[idx], self.pool_s[idx]
         if self.args.augment:
             p, s = augmentation.apply(*augmentation.random_symmetry(b, self.gen, self.device), p, s)
         self.model.reset_counter()
         step = self.state["opt_step"]
-        logs = train_batch(self.model, self.ema, self.opt, self.cfg, p, s, self.gen, step, self.ddp, self.args.amp, progress)
+        logs = train_batch(self.model, self.ema, self.opt, self.tc, p, s, self.gen, step, self.ddp, self.args.amp, progress)
         self.state["opt_step"] = logs["opt_step"]
         self.state["batch"] += 1
         self.state["train_forward_passes"] += int(self.ddp.sum(torch.tensor(self.model.net.sample_calls, device=self.device)))
@@ -299,7 +313,8 @@ class Trainer:
 
 def resume_checks(args: Args, ck: dict[str, Any], path: Any) -> None:
     """Refuse a ``--resume`` whose model or data settings differ from the checkpoint's, listing every difference."""
-    diff = config_mismatch(TRMConfig.from_dict(ck["config"]).to_dict(), args.model.to_dict())
+    model, training = configs_from_dict(ck["config"], ck.get("training"))
+    diff = config_mismatch(model.to_dict(), args.model.to_dict()) + config_mismatch(training.to_dict(), args.training.to_dict())
     if "args" in ck:
         diff += config_mismatch(ck["args"], {k: getattr(args, k) for k in DATA_SETTINGS})
     if diff:
@@ -307,12 +322,12 @@ def resume_checks(args: Args, ck: dict[str, Any], path: Any) -> None:
 
 
 def log_batch(writer: Any, tr: Trainer, logs: dict[str, Any]) -> None:
-    g, cfg = tr.state["batch"], tr.cfg
+    g, cfg = tr.state["batch"], tr.tc
     writer.add_scalar("train/loss", np.mean(logs["loss"]), g)
     writer.add_scalar("train/lr", tr.opt.param_groups[0]["lr"], g)
     writer.add_scalar("train/forward_passes", tr.state["train_forward_passes"], g)
     writer.add_scalar("train/forward_passes_per_sample", tr.model.net.sample_calls / cfg.batch_size, g)
-    if cfg.halting:
+    if tr.cfg.halting:
         writer.add_scalar("train/q_loss", np.mean(logs["q_loss"]), g)
     for k, (acc, ex) in enumerate(zip(logs["cell_accuracy"], logs["exact"], strict=True), start=1):
         writer.add_scalar(f"train_step/cell_accuracy_s{k}", acc, g)
@@ -331,7 +346,7 @@ def curve_point(run: RunFolder, tr: Trainer, m: dict[str, Any]) -> None:
     """Log an evaluation and append it to the learning curve (``state["curve"]``, saved with checkpoints)."""
     log_eval(run.writer, m, tr.state["batch"])
     point = {k: tr.state[k] for k in ("batch", "wall_seconds", "train_forward_passes")}
-    point.update(puzzles_seen=tr.state["batch"] * tr.cfg.batch_size, solve_rate=m["solve_rate"], cell_accuracy=m["cell_accuracy"])
+    point.update(puzzles_seen=tr.state["batch"] * tr.tc.batch_size, solve_rate=m["solve_rate"], cell_accuracy=m["cell_accuracy"])
     curve = tr.state.setdefault("curve", [])
     if curve and curve[-1]["batch"] == point["batch"]:  # the end fell on an --eval-every point
         curve.pop()
@@ -342,7 +357,7 @@ def loop(run: RunFolder, tr: Trainer) -> None:
     """Batches until the budget, the step limit or a stop signal; checkpoints on the cadence."""
     args = tr.args
     budget, cadence = Budget(args.minutes, args.steps, tr.state["wall_seconds"]), Cadence(args.checkpoint_every)
-    desc, start = f"{tr.cfg.scheme} training", tr.state["batch"]
+    desc, start = f"{tr.tc.scheme} training", tr.state["batch"]
     bar = tqdm(desc=desc, unit="batch", initial=start, total=args.steps, leave=False, disable=None)
     tr.model.train()
     lead = tr.ddp.rank == 0  # rank 0 keeps the clock (its curve evaluations pause it) and evaluates
@@ -365,7 +380,7 @@ def loop(run: RunFolder, tr: Trainer) -> None:
 
 def summary(tr: Trainer, metrics: dict[str, Any], interrupted: bool) -> dict[str, Any]:
     """``metrics.json``: the held-out measurements plus training counters."""
-    st, cfg = tr.state, tr.cfg
+    st, cfg = tr.state, tr.tc
     return {
         **metrics,
         "scheme": cfg.scheme,
@@ -378,23 +393,26 @@ def summary(tr: Trainer, metrics: dict[str, Any], interrupted: bool) -> dict[str
         "optimizer_steps": st["opt_step"],
         "weights": "ema" if tr.ema is not None else "live",
         "data": tr.data.source,
-        "config": cfg.to_dict(),
+        "config": tr.cfg.to_dict(),
+        "training": cfg.to_dict(),
         "interrupted": interrupted,
     }
 
 
-def train(scheme: str, argv: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
-    """Parse ``argv``, train, evaluate on held-out puzzles, write ``metrics.json``; returns the metrics.
+def train(args: Args) -> dict[str, Any]:
+    """Train ``args.training.scheme`` as ``args`` say, evaluate on held-out puzzles, write ``metrics.json``.
 
-    Raises ``ValueError`` / ``FileNotFoundError`` for bad settings before anything is
-    written, and :class:`Diverged` when a loss is not finite (the last good checkpoint
+    Returns the metrics, with ``checkpoint`` (the path of the run's checkpoint) added. Raises
+    ``ValueError`` / ``FileNotFoundError`` for bad settings before anything is written, and :class:`Diverged`
+    when a loss is not finite (the last good checkpoint
     stays). A stop signal ends the run early: it saves and returns metrics marked
     ``interrupted``.
     """
-    args = parse_args(scheme, argv, description)
+    args.validate()
+    scheme = args.training.scheme
     ddp = init_distributed(args.device)
-    if args.model.batch_size % ddp.world:
-        raise ValueError(f"--batch-size {args.model.batch_size} must divide evenly over {ddp.world} processes")
+    if args.training.batch_size % ddp.world:
+        raise ValueError(f"--batch-size {args.training.batch_size} must divide evenly over {ddp.world} processes")
     with RunFolder(args.out, lead=ddp.rank == 0) as run:
         resumed = load_checkpoint(run.checkpoint_path, kind=scheme) if args.resume else None
         if resumed is not None:
@@ -405,11 +423,13 @@ def train(scheme: str, argv: list[str] | None = None, description: str | None = 
         if resumed is not None:
             tr.restore(resumed)
         elif args.init_from:
-            tr.start_from(init_checks(args.init_from, tr.cfg))
+            tr.start_from(init_checks(args.init_from, tr.cfg, scheme))
         info = run_info(tr.cfg.to_dict(), args.seed, str(tr.device))
+        info["training"] = tr.tc.to_dict()
         info.update({"scheme": scheme, "data": data.source, "train_puzzles": len(data.train), "world_size": ddp.world})
         info["eval_puzzles"] = len(data.eval_puzzles)
-        run.write_run({**info, "args": {k: v for k, v in vars(args).items() if k != "model"}}, resumed=resumed is not None)
+        plain = {k: v for k, v in vars(args).items() if k not in ("model", "training")}
+        run.write_run({**info, "args": plain}, resumed=resumed is not None)
         try:
             loop(run, tr)
         except Diverged as e:
@@ -421,6 +441,7 @@ def train(scheme: str, argv: list[str] | None = None, description: str | None = 
             curve_point(run, tr, final)
             metrics = summary(tr, final, run.stop_requested)
             run.write_metrics(metrics)
+            metrics["checkpoint"] = str(run.checkpoint_path)
     close(ddp)
     return metrics
 
@@ -434,9 +455,10 @@ def summary_line(m: dict[str, Any]) -> str:
 
 
 def main(scheme: str, description: str, argv: list[str] | None = None) -> None:
-    """A trainer script's entry point: errors are one line on stderr, an interrupt exits 130."""
+    """A trainer script's entry point: parse, :func:`train`; errors are one line on stderr, an interrupt exits 130."""
+    args = parse_args(scheme, argv, description)
     try:
-        m = train(scheme, argv, description)
+        m = train(args)
     except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
         raise SystemExit(f"error: {e}") from None
     if not m:  # a rank other than 0 of a multi-process run

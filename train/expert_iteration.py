@@ -1,0 +1,216 @@
+"""Expert iteration over recursion steps, with the rules as the expert: verified answers become DIS targets.
+
+Each round the policy (``agents/recursion_policy.py``) plays ``--num-envs`` episodes in
+groups of ``--group-size`` per puzzle, each episode under its own symmetry of the puzzle;
+every answer the rules verify (an episode that ended solved, or a step's greedy readout
+that passed :func:`envs.rules.verified`) joins a replay of found solutions
+(``--replay-size``, oldest dropped). Then the model takes ``--epochs`` DIS batches (deep
+supervision towards DIS's intermediate targets, :func:`train.supervised.train_batch`) on
+pairs drawn from that replay, each under a random symmetry, at a constant ``--lr``. No
+label is read: the targets are the policy's own verified solutions (one process only).
+
+With ``--expert-search K`` the expert is test-time search instead of the rollout's episodes:
+each round :class:`agents.search_agent.SearchAgent` (``K`` sampled trajectories per puzzle,
+each under its own symmetry, the rules as verifier) runs on ``--num-envs / K`` training
+puzzles no round has solved yet, and what it verifies joins the replay. The model it
+searches with is the one being trained (its weight average), so what it finds grows as
+it learns. Like DIS, the run keeps an exponential moving average of the weights
+(``E <- d E + (1 - d) theta`` after every optimizer step; ``--ema-decay``, -1: the start's
+``ema_decay``), and greedy decoding and the search read it.
+
+The run folder, the start (``--init-from``, a DIS warm start, or scratch with
+``--reward-mode verifier``) and the closing table with its controls are those of
+``train/ppo_recursion.py`` (``train/rl/loop.py``).
+
+Example: ``python train/expert_iteration.py --init-from runs/dis/checkpoint.pt --reward-mode verifier --expert-search 8``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.runner import run_episodes
+from agents.search_agent import SearchAgent
+from envs import augmentation
+from envs.rules import verified
+from train import cli
+from train.distributed import Dist
+from train.held_out import Split
+from train.rl import loop
+from train.rl.common import RLArgs
+from train.rl.rollout import rollout, rollout_stats
+from train.rl.start import make_train_env
+from train.run_folder import RunFolderBusy
+from train.supervised import make_optimizer, train_batch
+from trm.config import TrainConfig
+from trm.model import TRM
+
+FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "reward_mode", "step_cost", "solve_bonus")
+FIXED_ON_RESUME += ("num_envs", "lr", "terminate_on_solve", "policy_dist", "temperature", "group_size", "replay_size")
+FIXED_ON_RESUME += ("verifier_cell_weight", "expert_search", "ema_decay")
+
+
+@dataclass
+class ExpertSettings:
+    """What the expert labels and how the model fits it."""
+
+    replay_size: int = 4096  # the most verified (puzzle, solution) pairs kept (oldest dropped)
+    expert_search: int = 0  # K of a verified search labelling --num-envs / K puzzles a round (0: the rollout's episodes)
+    epochs: int = 2  # DIS batches on the replay after each round
+
+    def __post_init__(self) -> None:
+        if self.replay_size < 1 or self.epochs < 1 or self.expert_search < 0:
+            raise ValueError(f"--replay-size and --epochs must be at least 1 and --expert-search >= 0, got "
+                             f"{self.replay_size}, {self.epochs}, {self.expert_search}")
+
+
+@dataclass
+class Args(RLArgs):
+    out: str = "runs/expert_iteration"  # run folder: checkpoint.pt, tb/, run.json, metrics.json (and warm_dis/)
+    expert: ExpertSettings = field(default_factory=ExpertSettings)
+
+    def validate(self) -> None:
+        super().validate()
+        k, n = self.expert.expert_search, self.env.num_envs
+        if k and n % k:
+            raise ValueError(f"--expert-search {k} must be a positive divisor of --num-envs {n}")
+        if self.env.group_size < 2 or n % self.env.group_size:
+            raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {self.env.group_size}")
+
+
+def replay_config(start: TrainConfig | None, lr: float) -> TrainConfig:
+    """The training settings of the replay batches: the start's (DIS's defaults from scratch), at a constant
+    ``lr`` with no warm-up."""
+    return replace(start or TrainConfig.dis(), lr=lr, lr_min_ratio=1.0, warmup_steps=1)
+
+
+class ExpertRun(loop.RLRun):
+    """Expert iteration: search or roll out, keep what the rules verify, fit it by DIS batches."""
+
+    kind = "expert_iteration"
+
+    @classmethod
+    def check_world(cls, args: Args, world: int) -> None:
+        if world > 1:
+            raise ValueError("expert iteration runs in one process (each would keep its own replay)")
+
+    def __init__(self, args: Args, ddp: Dist, device: str, model: TRM, data: Split, training: TrainConfig | None) -> None:
+        self.expert_cfg = replay_config(training, args.lr)
+        super().__init__(args, ddp, device, model, data, training, ema_default=self.expert_cfg.ema_decay)
+        self.args: Args = args
+        self.opt = make_optimizer(self.expert_cfg, self.policy.trm)
+        self.replay = torch.zeros(0, 2, 81, dtype=torch.long, device=device)  # (pairs, puzzle / solution, 81)
+        self.pool_solved = np.zeros(len(data.train), dtype=bool)  # --expert-search: training puzzles already verified
+        self.target_gen = torch.Generator(device=device).manual_seed(args.seed)  # DIS's intermediate targets
+        self.venv = make_train_env(args.env, data.train, self.cfg.n_sup, ddp, device, args.seed, True)
+
+    @property
+    def objective(self) -> str:
+        return "expert"
+
+    def control_lr(self) -> float | None:
+        return self.args.lr  # the rate of its DIS batches on the replay
+
+    def extra_payload(self) -> dict[str, Any]:
+        return {"replay": self.replay, "pool_solved": torch.as_tensor(self.pool_solved),
+                "target_generator": self.target_gen.get_state()}
+
+    def restore_extra(self, ck: dict[str, Any]) -> None:
+        self.replay = ck["replay"].to(self.device)
+        self.pool_solved = ck["pool_solved"].numpy().copy()
+        self.target_gen.set_state(ck["target_generator"])
+
+    def iteration(self) -> dict[str, float]:
+        """One search round (``--expert-search``) or rollout, and the DIS batches on the replay."""
+        a = self.args
+        self.reset_counters()
+        if a.expert.expert_search:
+            stats, n_steps = self.search_round()
+        else:
+            buf = rollout(self.policy, self.venv, a.policy)
+            stats = self.fit_replay(torch.stack([buf["puzzle"], buf["verified_cells"]], 1)[buf["verified"]])
+            n_steps = int(buf["valid"].sum())
+            stats.update(rollout_stats(buf, n_steps, a.env.num_envs, self.ddp))
+        self.count(n_steps, stats["optimizer_steps"])
+        return stats
+
+    def search_round(self) -> tuple[dict[str, float], int]:
+        """Label ``--num-envs / K`` training puzzles by verified search with the current model, then fit the replay.
+
+        The puzzles are drawn (``minibatch_generator``) from those of the pool no round has
+        solved yet (all of them once every one is solved). A pair joins the replay only if
+        :func:`envs.rules.verified` passes it: the search reads no label. Returns the
+        statistics and the env steps the search took (every trajectory of a puzzle
+        counted once per step, as the runner counts a puzzle's steps).
+        """
+        k, pool = self.args.expert.expert_search, self.data.train.puzzles
+        todo = np.flatnonzero(~self.pool_solved) if not self.pool_solved.all() else np.arange(len(pool))
+        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: self.args.env.num_envs // k].numpy()]
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
+        agent = SearchAgent(self.greedy_model(), k=k, temperature=self.args.policy.temperature, seed=seed)
+        chosen = pool[pick]
+        res = run_episodes(agent, chosen, None, device=self.device, max_steps=self.cfg.n_sup)
+        self.policy.trm.train()
+        puzzles = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
+        answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
+        ok = verified(puzzles, answers)
+        self.pool_solved[pick[ok.cpu().numpy()]] = True
+        stats = self.fit_replay(torch.stack([puzzles, answers], 1)[ok])
+        rate = float(ok.float().mean())
+        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": float(res["steps"].mean()),
+                      "pool_solved": float(self.pool_solved.mean()),
+                      "search_passes_per_puzzle": float(res["forward_passes"].mean())})
+        return stats, int(res["steps"].sum()) * k
+
+    def fit_replay(self, found: torch.Tensor) -> dict[str, float]:
+        """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--epochs`` DIS batches from it.
+
+        A pair is ``(puzzle, answer)`` in the view it was found in; the answer passed the rules,
+        so for a puzzle with one solution it is that solution, found without reading any.
+        Batches of the start's batch size are drawn uniformly from the replay with
+        ``minibatch_generator`` and each pair is shown under a random symmetry (as supervised
+        training augments), so a small replay is not memorised in one orientation.
+        """
+        self.replay = torch.cat([self.replay, found])[-self.args.expert.replay_size :]
+        stats = {"approx_kl": 0.0, "epochs": 0, "loss": 0.0, "replay": float(len(self.replay)), "new_pairs": float(len(found)),
+                 "optimizer_steps": 0}
+        if not len(self.replay):
+            return stats
+        b = min(self.expert_cfg.batch_size, len(self.replay))
+        for _ in range(self.args.expert.epochs):
+            pick = torch.randint(len(self.replay), (b,), generator=self.mb_gen).to(self.device)
+            sym = augmentation.random_symmetry(b, self.target_gen, self.device)
+            p, sol = augmentation.apply(*sym, self.replay[pick, 0], self.replay[pick, 1])
+            logs = train_batch(self.policy.trm, self.ema, self.opt, self.expert_cfg, p, sol, self.target_gen, 0, progress=0.0)
+            stats["loss"] += float(np.mean(logs["loss"])) / self.args.expert.epochs
+            stats["epochs"] += 1
+            stats["optimizer_steps"] += logs["opt_step"]
+        return stats
+
+
+def train(args: Args) -> dict[str, Any]:
+    """Start, run expert iteration and measure as ``args`` say; returns the metrics (``metrics.json``)."""
+    return loop.train(args, ExpertRun, FIXED_ON_RESUME)
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """``Args`` from the command line (default ``sys.argv[1:]``); a bad option exits 2 with one line."""
+    return cli.parse(Args, argv, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line and :func:`train`."""
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    try:
+        m = main()
+    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
+        raise SystemExit(f"error: {e}") from None
+    if m.get("interrupted"):
+        raise SystemExit(130)
