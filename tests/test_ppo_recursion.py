@@ -18,15 +18,15 @@ import torch.distributed as dist
 import train.expert_iteration as expert
 import train.ppo_recursion as ppo
 from agents.recursion_policy import PolicySettings, RecursionPolicy, cell_log_probs, log_prob_entropy
+from envs import sudoku
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train.distributed import Dist
+from train.held_out import split
 from train.rl import controls
 from train.rl.advantages import advantages, gae, leave_one_out
 from train.rl.rollout import rollout
 from train.rl.update import policy_loss
 from train.run_folder import Diverged
-from envs import sudoku
-from train.held_out import split
 from trm.checkpoint import load_checkpoint, load_model
 from trm.config import TRMConfig
 from trm.model import TRM
