@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -98,9 +99,20 @@ class _Options:
             raise ValueError(f"--rate must lie in [0, 1], got {self.rate}")
 
 
-def test_field_comments_are_the_help_and_defaults_are_shown():
-    text = cli.build_parser(_Options, _Options()).format_help()
-    for fragment in ("where to write (default: 'runs/x')", "a rate in [0, 1] (default: 0.5)", "--fast, --no-fast"):
+def _help(cls, capsys, monkeypatch, **kwargs) -> str:
+    """The ``--help`` of dataclass ``cls`` (which must exit 0), on a terminal wide enough for one line per option."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as stop:
+        cli.parse(cls, ["--help"], **kwargs)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 0 and err == "", err
+    return out
+
+
+def test_field_comments_are_the_help_and_defaults_are_shown(capsys, monkeypatch):
+    text = _help(_Options, capsys, monkeypatch, description="What the script does,\nline by line.\n")
+    assert text.startswith("usage:") and "\n\nWhat the script does,\nline by line.\n\n" in text  # as written
+    for fragment in ("where to write (default: runs/x)", "a rate in [0, 1] (default: 0.5)", "--fast, --no-fast"):
         assert fragment in " ".join(text.split()), text
     assert "{a,b}" in text
 
@@ -137,6 +149,139 @@ def test_nested_config_fields_become_flags_and_keep_their_checks(capsys):
     assert "--mixer" in err and "transformer" in err and "attention" in err  # the choices are named
 
 
+@dataclass
+class _Inner:
+    width: int = 8  # a width
+    mixer: Literal["mlp", "attention"] = "mlp"  # the mixer
+    cells: int = field(default=81, metadata={"cli": False})  # fixed by the script, never a flag
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"_Inner.width must be >= 1, got {self.width}")
+
+
+@dataclass
+class _Outer:
+    seed: int = 0  # a seed
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def _usage_error(cls, argv, capsys, monkeypatch, **kwargs) -> str:
+    """The stderr of ``cli.parse(cls, argv)``, which must exit 2 with one line and nothing on stdout."""
+    monkeypatch.setattr(sys, "argv", ["/somewhere/train/demo.py"])
+    with pytest.raises(SystemExit) as stop:
+        cli.parse(cls, argv, **kwargs)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and out == "", (out, err)
+    assert err.startswith("demo.py: error: ") and err.endswith(" (see --help)\n") and err.count("\n") == 1, err
+    assert "usage:" not in err and "\u256d" not in err and "Traceback" not in err, err  # no usage block, no box
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--fast=yes"], ["--fast"]),
+        (["--nope", "1"], ["unrecognized arguments: --nope 1"]),
+        (["--mode", "c"], ["argument --mode: invalid choice: 'c'", "'a', 'b'"]),
+        (["--count", "x"], ["argument --count: invalid int value: 'x'"]),
+        (["--rate", "fast"], ["argument --rate: invalid float value: 'fast'"]),
+        (["--rate"], ["argument --rate: expected one argument"]),
+        (["--out", "--fast"], ["argument --out: expected one argument"]),
+        (["stray"], ["unrecognized arguments: stray"]),
+    ],
+)
+def test_every_usage_error_is_one_line_naming_the_option(argv, fragments, capsys, monkeypatch):
+    err = _usage_error(_Options, argv, capsys, monkeypatch)
+    assert all(f in err for f in fragments), err
+
+
+def test_an_unknown_option_and_a_bad_choice_of_a_script_are_one_line(capsys, monkeypatch):
+    from train.ppo_recursion import Args
+
+    assert "unrecognized arguments: --no-such-option" in _usage_error(Args, ["--no-such-option"], capsys, monkeypatch)
+    assert "argument --objective: invalid choice: 'sac'" in _usage_error(Args, ["--objective", "sac"], capsys, monkeypatch)
+
+
+def test_prefixes_of_options_are_refused(capsys, monkeypatch):
+    from train.supervised import Args
+
+    err = _usage_error(Args, ["--see", "3"], capsys, monkeypatch, defaults=Args())
+    assert "unrecognized arguments: --see 3" in err and "did you mean --seed?" in err
+    assert "unrecognized arguments: --hid 32" in _usage_error(Args, ["--hid", "32"], capsys, monkeypatch)  # nested too
+    assert "unrecognized arguments: --ra 0.1" in _usage_error(_Options, ["--ra", "0.1"], capsys, monkeypatch)
+    assert cli.parse(Args, ["--seed", "3"]).seed == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--rate", "0.1", "--rate", "0.2"], "--rate"),
+        (["--rate=0.1", "--count", "2", "--rate", "0.1"], "--rate"),
+        (["--fast", "--no-fast"], "--fast"),
+        (["--fast", "--fast"], "--fast"),
+        (["--mode", "a", "--mode", "b"], "--mode"),
+    ],
+)
+def test_a_repeated_option_is_refused(argv, option, capsys, monkeypatch):
+    err = _usage_error(_Options, argv, capsys, monkeypatch)
+    assert f"argument {option}: given more than once" in err, err
+
+
+def test_a_nested_options_repeated_and_a_list_option_repeatable(capsys, monkeypatch):
+    assert "argument --width: given more than once" in _usage_error(_Outer, ["--width", "2", "--width", "3"], capsys, monkeypatch)
+    assert cli.parse(_Options, ["--tag", "a=1", "--tag", "a=1"]).tag == ["a=1", "a=1"]
+
+
+def test_choices_of_literal_fields_are_shown_also_in_a_nested_dataclass(capsys, monkeypatch):
+    assert "--mode {a,b}" in " ".join(_help(_Options, capsys, monkeypatch).split())
+    text = " ".join(_help(_Outer, capsys, monkeypatch).split())
+    assert "--mixer {mlp,attention}" in text and "the mixer (default: mlp)" in text
+    assert "--width INT" in text and "--inner." not in text  # flat flags, no prefix
+    assert cli.parse(_Outer, ["--mixer", "attention"]).inner == _Inner(mixer="attention")
+    assert "argument --mixer: invalid choice: 'rnn'" in _usage_error(_Outer, ["--mixer", "rnn"], capsys, monkeypatch)
+
+
+def test_fields_marked_cli_false_are_no_options(capsys, monkeypatch):
+    from train.supervised import Args
+    from trm.config import TRMConfig
+
+    assert "--cells" not in _help(_Outer, capsys, monkeypatch)
+    assert "unrecognized arguments: --cells 9" in _usage_error(_Outer, ["--cells", "9"], capsys, monkeypatch)
+    assert cli.parse(_Outer, [], defaults=_Outer(inner=_Inner(cells=9))).inner.cells == 9  # kept from the defaults
+    hidden = [f.name for f in dataclasses.fields(TRMConfig) if not f.metadata.get("cli", True)]
+    assert {"seq_len", "vocab", "scheme"} <= set(hidden)
+    text = _help(Args, capsys, monkeypatch, defaults=Args(model=TRMConfig.dis()))
+    assert "--hidden INT" in text and not any(f"--{n.replace('_', '-')} " in text for n in hidden), text
+    assert "unrecognized arguments: --scheme trm" in _usage_error(Args, ["--scheme", "trm"], capsys, monkeypatch)
+
+
+def test_values_may_start_with_a_dash_and_nested_checks_are_usage_errors(capsys, monkeypatch):
+    o = cli.parse(_Options, ["--out", "--batch-size 16", "--count", "-3"])
+    assert (o.out, o.count) == ("--batch-size 16", -3)
+    assert cli.parse(_Options, ["--out=--fast"]).out == "--fast"
+    assert cli.parse(_Options, ["--count", "None"]).count is None
+    assert "--rate must lie in [0, 1], got -0.5" in _usage_error(_Options, ["--rate", "-0.5"], capsys, monkeypatch)
+    assert "_Inner.width must be >= 1, got 0" in _usage_error(_Outer, ["--width", "0"], capsys, monkeypatch)
+
+
+def _imports(path: Path) -> set[str]:
+    """The top-level names of the modules ``path`` imports."""
+    names: set[str] = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            names |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            names.add(n.module.split(".")[0])
+    return names
+
+
+def test_cli_is_the_only_module_that_imports_tyro():
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    importers = [p.relative_to(ROOT).as_posix() for p in files if "tyro" in _imports(p)]
+    assert importers == ["train/cli.py"]
+
+
 def readme_commands() -> list[tuple[str, list[str]]]:
     """``(script, args)`` of every ``python train/X.py ...`` (or ``torchrun ... train/X.py ...``) command the README
     shows, in code blocks and inline code."""
@@ -171,11 +316,11 @@ def test_the_readme_shows_commands_and_each_one_parses_with_its_scripts_options(
         if name.startswith("train_"):
             scheme = name.removeprefix("train_")
             base = supervised.TRMConfig.paper_sudoku if "--paper" in args else supervised.BASE_CONFIGS[scheme]
-            parser = cli.build_parser(supervised.Args, supervised.Args(model=base()))
+            cls, defaults = supervised.Args, supervised.Args(model=base())
         else:
             mod = importlib.import_module(f"train.{name}")
-            parser = cli.build_parser(mod.Args, mod.Args())
+            cls, defaults = mod.Args, mod.Args()
         try:
-            parser.parse_args(args)
+            cli.read(cls, args, defaults=defaults)  # the options and their values, not validate()'s checks of files
         except SystemExit:
             pytest.fail(f"README command does not parse: python {script} {' '.join(args)}")

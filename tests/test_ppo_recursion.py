@@ -40,8 +40,10 @@ def ppo_update(policy, opt, buf, argv, ddp, generator, rows=None):
 
 
 def rl_args(out, ckpt, *extra):
-    base = ["--out", str(out), "--init-from", ckpt, "--updates", "2", "--num-envs", "8", "--pool-size", "32"]
-    return base + ["--eval-size", "8", "--minutes", "5", "--checkpoint-every", "0", *extra]
+    """A tiny RL run's options; one given in ``extra`` replaces the one here (the CLI takes an option once)."""
+    base = {"--out": str(out), "--init-from": ckpt, "--updates": "2", "--num-envs": "8", "--pool-size": "32"}
+    base |= {"--eval-size": "8", "--minutes": "5", "--checkpoint-every": "0"}
+    return [t for option, value in base.items() if option not in extra for t in (option, value)] + list(extra)
 
 
 @pytest.mark.slow

@@ -123,10 +123,12 @@ def test_init_from_starts_from_the_checkpoints_weights_and_refuses_another_shape
         assert torch.equal(tuned["model"][name], w), name
     assert tuned["state"]["batch"] == 1 and tuned["args"]["difficulty"] == "medium"  # fresh counters, its own data
     assert json.loads((tmp_path / "ft" / "run.json").read_text())["args"]["init_from"] == tiny_dis_checkpoint
+    bad = [str(tmp_path / "bad") if a == str(tmp_path / "ft") else a for a in args]
+    bad[bad.index("--hidden") + 1] = "32"
     with pytest.raises(SystemExit) as stop:  # a bad option: one line, exit status 2
-        supervised.train(supervised.parse_args("dis", [*args, "--hidden", "32", "--out", str(tmp_path / "bad"), "--init-from", tiny_dis_checkpoint]))
+        supervised.parse_args("dis", [*bad, "--init-from", tiny_dis_checkpoint])
     assert stop.value.code == 2 and not (tmp_path / "bad").exists()  # refused before anything was created
     assert re.search(r"--init-from: .*tiny_dis.*another model shape .*hidden: 16 -> 32", capsys.readouterr().err)
     with pytest.raises(SystemExit):
-        supervised.train(supervised.parse_args("trm", ["--out", str(tmp_path / "trm"), "--steps", "1", "--init-from", tiny_dis_checkpoint]))
+        supervised.parse_args("trm", ["--out", str(tmp_path / "trm"), "--steps", "1", "--init-from", tiny_dis_checkpoint])
     assert "--init-from: checkpoint" in capsys.readouterr().err

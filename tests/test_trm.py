@@ -143,11 +143,12 @@ def test_rules_path_reveals_the_singles_first(real):
 
 
 def tiny_args(out, scheme="dis", steps=3, *extra):
-    args = ["--out", str(out), "--steps", str(steps), "--pool-size", "64", "--eval-size", "16", "--minutes", "5"]
-    args += ["--hidden", "16", "--layers", "1", "--batch-size", "8", "--checkpoint-every", "0"]
+    """A tiny run's options; one given in ``extra`` replaces the one here (the CLI takes an option once)."""
+    base = {"--out": str(out), "--steps": str(steps), "--pool-size": "64", "--eval-size": "16", "--minutes": "5"}
+    base |= {"--hidden": "16", "--layers": "1", "--batch-size": "8", "--checkpoint-every": "0"}
     if scheme == "trm":
-        args += ["--n-sup", "2", "--T", "2", "--n", "1"]
-    return args + list(extra)
+        base |= {"--n-sup": "2", "--T": "2", "--n": "1"}
+    return [t for option, value in base.items() if option not in extra for t in (option, value)] + list(extra)
 
 
 @pytest.mark.slow
