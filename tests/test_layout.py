@@ -244,14 +244,15 @@ def test_choices_of_literal_fields_are_shown_also_in_a_nested_dataclass(capsys, 
 
 def test_fields_marked_cli_false_are_no_options(capsys, monkeypatch):
     from train.supervised import Args
-    from trm.config import TRMConfig
+    from trm.config import TrainConfig, TRMConfig
 
     assert "--cells" not in _help(_Outer, capsys, monkeypatch)
     assert "unrecognized arguments: --cells 9" in _usage_error(_Outer, ["--cells", "9"], capsys, monkeypatch)
     assert cli.parse(_Outer, [], defaults=_Outer(inner=_Inner(cells=9))).inner.cells == 9  # kept from the defaults
-    hidden = [f.name for f in dataclasses.fields(TRMConfig) if not f.metadata.get("cli", True)]
+    configs = (*dataclasses.fields(TRMConfig), *dataclasses.fields(TrainConfig))
+    hidden = [f.name for f in configs if not f.metadata.get("cli", True)]
     assert {"seq_len", "vocab", "scheme"} <= set(hidden)
-    text = _help(Args, capsys, monkeypatch, defaults=Args(model=TRMConfig.dis()))
+    text = _help(Args, capsys, monkeypatch, defaults=Args(model=TRMConfig.dis(), training=TrainConfig.dis()))
     assert "--hidden INT" in text and not any(f"--{n.replace('_', '-')} " in text for n in hidden), text
     assert "unrecognized arguments: --scheme trm" in _usage_error(Args, ["--scheme", "trm"], capsys, monkeypatch)
 
@@ -315,8 +316,7 @@ def test_the_readme_shows_commands_and_each_one_parses_with_its_scripts_options(
         name = Path(script).stem
         if name.startswith("train_"):
             scheme = name.removeprefix("train_")
-            base = supervised.TRMConfig.paper_sudoku if "--paper" in args else supervised.BASE_CONFIGS[scheme]
-            cls, defaults = supervised.Args, supervised.Args(model=base())
+            cls, defaults = supervised.Args, supervised.default_args(scheme, "--paper" in args)
         else:
             mod = importlib.import_module(f"train.{name}")
             cls, defaults = mod.Args, mod.Args()
