@@ -76,7 +76,7 @@ def python_block(containing: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, COLUMNS="1000")  # argparse reads the width here: one line per option, no wrapped values
+    env = dict(os.environ, COLUMNS="100")  # one column of option boxes
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -102,16 +102,19 @@ def _elsewhere() -> str:
 
 
 def help_defaults(text: str) -> dict[str, tuple[list[str], str]]:
-    """Every option name of an argparse ``--help`` text -> (the names of its entry, its ``(default: X)``)."""
+    """Every option name of a ``--help`` text (tyro's boxed table or plain) -> (the names of its entry, its ``(default: X)``)."""
     out: dict[str, tuple[list[str], str]] = {}
-    body = text.split("\noptions:\n", 1)[-1]
-    for entry in re.split(r"\n(?=  -)", "\n" + body):
-        lines = entry.strip("\n").splitlines()
-        if not lines or not lines[0].startswith("  -"):
-            continue
-        names = re.findall(r"--[\w-]+", re.split(r"\s{2,}", lines[0].strip())[0])
+    entries: list[list[str]] = []
+    for raw in text.splitlines():
+        inner = raw.strip().removeprefix("│").removesuffix("│").rstrip()
+        if re.match(r"^ {0,3}-", inner):
+            entries.append([inner.strip()])
+        elif entries and inner.strip() and not re.match(r"^[╭╰─]", raw.strip()):
+            entries[-1].append(inner.strip())
+    for lines in entries:
+        names = re.findall(r"--[\w-]+", re.split(r"\s{2,}", lines[0])[0])
         # the last "(default: X)" of the entry: a help line may itself say "(default: ...)"
-        m = re.search(r".*\(default: (.*)\)\s*$", " ".join(" ".join(lines).split()))
+        m = re.search(r".*\(default: (.*?)\)\s*$", " ".join(" ".join(lines).split()))
         if names and m:
             for name in names:
                 out[name] = (names, m.group(1))
