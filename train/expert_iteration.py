@@ -44,7 +44,6 @@ from train.rl import loop
 from train.rl.common import RLArgs
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
-from train.run_folder import RunFolderBusy
 from train.supervised import make_optimizer, train_batch
 from trm.config import TrainConfig
 from trm.model import TRM
@@ -208,9 +207,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        m = main()
-    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
-        raise SystemExit(f"error: {e}") from None
-    if m.get("interrupted"):
-        raise SystemExit(130)
+    loop.run_script(main)

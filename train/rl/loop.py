@@ -7,6 +7,7 @@ beyond the shared state) and calls :func:`train` with its ``Args``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,17 @@ from train.held_out import Split, split
 from train.rl.common import RL_KINDS, RLArgs, flat
 from train.rl.controls import dis_continued_control, evaluate_policy, evaluate_start, measure, table, threshold_at
 from train.rl.start import initial_model
-from train.run_folder import Budget, Cadence, Diverged, RunFolder, rng_state, run_info, seed_everything, set_rng_state
+from train.run_folder import (
+    Budget,
+    Cadence,
+    Diverged,
+    RunFolder,
+    RunFolderBusy,
+    rng_state,
+    run_info,
+    seed_everything,
+    set_rng_state,
+)
 from trm.checkpoint import config_mismatch, load_checkpoint
 from trm.config import TrainConfig, TRMConfig, configs_from_dict
 from trm.ema import EMA
@@ -281,3 +292,13 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
         metrics = finish(run, rl, source, init, rl.control_lr())
     close(ddp)
     return metrics
+
+
+def run_script(main: Callable[[], dict[str, Any]]) -> None:
+    """A script's ``__main__``: run ``main``; a bad setting is one line on stderr, an interrupted run exits 130."""
+    try:
+        m = main()
+    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
+        raise SystemExit(f"error: {e}") from None
+    if m.get("interrupted"):
+        raise SystemExit(130)
