@@ -159,7 +159,7 @@ def test_trainer_writes_a_complete_run_folder(tmp_path, scheme):
         assert key in m
     assert m["batches"] == 3
     run = __import__("json").loads((tmp_path / "run.json").read_text())
-    assert run["seed"] == 0 and run["config"]["scheme"] == scheme and "torch" in run["versions"] and run["git_commit"]
+    assert run["seed"] == 0 and run["training"]["scheme"] == scheme and "torch" in run["versions"] and run["git_commit"]
     assert any((tmp_path / "tb").iterdir())
     ck = load_checkpoint(tmp_path / "checkpoint.pt", kind=scheme)
     model = TRM(TRMConfig.from_dict(ck["config"]))
