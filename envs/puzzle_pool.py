@@ -1,4 +1,4 @@
-"""Where an environment's puzzles come from: a generated tier, a file or arrays.
+"""Where an environment's puzzles come from: a generated tier, a real collection, a file or arrays.
 
 Both the single and the vector environment draw from a :class:`PuzzlePool`, built
 once from the environment's keyword arguments, so that the two see the same puzzles.
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from envs import sudoku
+from envs import real_sets, sudoku
 
 
 @dataclass
@@ -37,8 +37,9 @@ def make_pool(
 ) -> PuzzlePool:
     """Build the pool from the environment's ``difficulty`` / ``puzzles`` arguments.
 
-    ``puzzles`` may be a file path (see :func:`envs.sudoku.load`), an array of puzzles,
-    or a pair ``(puzzles, solutions)``. Without solutions and with ``need_solutions``
+    ``puzzles`` may be the name of a real collection (``"sudoku17"``, ``"top1465:test"``;
+    see :mod:`envs.real_sets`), a file path (see :func:`envs.sudoku.load`), an array of
+    puzzles, or a pair ``(puzzles, solutions)``. Without solutions and with ``need_solutions``
     each puzzle is solved and must have exactly one solution; without
     ``need_solutions`` (verifier reward, no teacher) no solution is computed or read.
     """
@@ -49,6 +50,10 @@ def make_pool(
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         p, s = sudoku.generate(pool_size, difficulty, seed=pool_seed)
         return PuzzlePool(p, s, f"generated:{difficulty}:seed={pool_seed}")
+    if isinstance(puzzles, str) and real_sets.parse_spec(puzzles) is not None:
+        p, s, _ = real_sets.load_part(puzzles, solve=need_solutions)
+        name, part = real_sets.parse_spec(puzzles)
+        return PuzzlePool(p, s, f"collection:{name}:{part}")
     if isinstance(puzzles, (str, os.PathLike)):
         p, s = sudoku.load(puzzles, solve=need_solutions)
         _refuse_full(p, f"{os.fspath(puzzles)}: puzzle")

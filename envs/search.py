@@ -21,7 +21,7 @@ no more (a search with ``limit=2``): 0 exactly when singles alone solve it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from envs.rules import BOX, COL, ROW, UNITS
 
@@ -186,14 +186,14 @@ def search(puzzle, limit, solution_out, randomize):
     return count, guesses
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def search_batch(puzzles, limit):
-    """:func:`search` over ``puzzles (n, 81)``: returns ``counts, guesses, first solutions``."""
+    """:func:`search` over ``puzzles (n, 81)``, in parallel over the cores: returns ``counts, guesses, first solutions``."""
     n = puzzles.shape[0]
     counts = np.zeros(n, np.int64)
     guesses = np.zeros(n, np.int64)
     sols = np.zeros((n, 81), np.int8)
-    for k in range(n):
+    for k in prange(n):
         counts[k], guesses[k] = search(puzzles[k], limit, sols[k], False)
     return counts, guesses, sols
 
@@ -238,33 +238,29 @@ def singles_round(grids):
 
 
 @njit(cache=True)
-def generate_kernel(n, min_clues, max_clues, target_clues_low, min_rating, max_rating, seed, max_tries):
-    """Generate ``n`` puzzles with a unique solution, clues and rating inside the bounds.
+def _generate_chunk(puzzles, solutions, ratings, min_clues, max_clues, dig_low, dig_high, min_rating, max_rating, seed,
+                    max_tries):
+    """Fill ``puzzles``, ``solutions``, ``ratings`` (one chunk, in order) from numba's RNG seeded with ``seed``.
 
     For each puzzle: a random full grid (randomized search on the empty grid), then
     cells are emptied in random order while the puzzle keeps a unique solution and a
     rating <= ``max_rating``, down to a clue target drawn uniformly in
-    ``[target_clues_low, max_clues]``. The result is kept when its clue count and
-    rating lie inside the bounds, otherwise a new grid is tried.
-
-    Returns ``puzzles (n, 81)``, ``solutions (n, 81)``, ``ratings (n,)`` and the number
-    of attempts used; raises if ``max_tries`` attempts (in total) were not enough.
+    ``[dig_low, dig_high]`` (``dig_low == dig_high == 17`` digs to a minimal puzzle).
+    The result is kept when its clue count and rating lie inside the bounds, otherwise
+    a new grid is tried. Returns the attempts used, or -1 when ``max_tries`` ran out.
     """
     np.random.seed(seed)
-    puzzles = np.zeros((n, 81), np.int8)
-    solutions = np.zeros((n, 81), np.int8)
-    ratings = np.zeros(n, np.int64)
     empty = np.zeros(81, np.int8)
     scratch = np.zeros(81, np.int8)
     full = np.zeros(81, np.int8)
     tries = 0
     k = 0
-    while k < n:
+    while k < puzzles.shape[0]:
         tries += 1
         if tries > max_tries:
-            raise RuntimeError("generation exceeded max_tries")
+            return -1
         search(empty, 1, full, True)
-        target = np.random.randint(target_clues_low, max_clues + 1)
+        target = np.random.randint(dig_low, dig_high + 1)
         p = full.copy()
         clues = 81
         order = np.random.permutation(81)
@@ -285,4 +281,30 @@ def generate_kernel(n, min_clues, max_clues, target_clues_low, min_rating, max_r
             solutions[k] = full
             ratings[k] = g
             k += 1
+    return tries
+
+
+GENERATE_CHUNK = 8  # puzzles per independently seeded chunk: the output does not depend on the thread count
+
+
+@njit(cache=True, parallel=True)
+def generate_kernel(n, min_clues, max_clues, dig_low, dig_high, min_rating, max_rating, seeds, max_tries):
+    """Generate ``n`` puzzles with a unique solution, clues and rating inside the bounds.
+
+    The puzzles are made in chunks of :data:`GENERATE_CHUNK`, chunk ``c`` from its own
+    seed ``seeds[c]`` (see :func:`_generate_chunk`), in parallel over the cores; so the
+    same seeds give the same puzzles on any machine, and the first chunks of a larger
+    ``n`` are the puzzles of a smaller one. Returns ``puzzles (n, 81)``,
+    ``solutions (n, 81)``, ``ratings (n,)`` and the attempts of each chunk (-1 where a
+    chunk ran out of its ``max_tries``).
+    """
+    puzzles = np.zeros((n, 81), np.int8)
+    solutions = np.zeros((n, 81), np.int8)
+    ratings = np.zeros(n, np.int64)
+    chunks = (n + GENERATE_CHUNK - 1) // GENERATE_CHUNK
+    tries = np.zeros(chunks, np.int64)
+    for c in prange(chunks):
+        a, b = c * GENERATE_CHUNK, min(n, (c + 1) * GENERATE_CHUNK)
+        tries[c] = _generate_chunk(puzzles[a:b], solutions[a:b], ratings[a:b], min_clues, max_clues, dig_low, dig_high,
+                                   min_rating, max_rating, seeds[c], max_tries)
     return puzzles, solutions, ratings, tries

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import builtins
 import csv
+import gzip
 import os
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,15 +53,17 @@ class Tier:
     max_clues: int
     min_rating: int
     max_rating: int
-    #: the digger empties cells down to a clue target drawn in ``[dig_to, max_clues]``
+    #: the digger empties cells down to a clue target drawn in ``[dig_to, dig_from]``
+    #: (``dig_from`` None: ``max_clues``); ``dig_to == dig_from == 17`` digs to a minimal puzzle
     dig_to: int
+    dig_from: int | None = None
 
 
 TIERS: dict[str, Tier] = {
     "easy": Tier(36, 45, 0, 0, 36),
     "medium": Tier(28, 35, 0, 0, 28),
-    "hard": Tier(17, 27, 0, 0, 17),
-    "extreme": Tier(17, 81, 1, 10**9, 17),
+    "hard": Tier(17, 35, 1, 23, 17, 17),
+    "extreme": Tier(17, 35, 24, 10**9, 17, 17),
 }
 
 
@@ -186,6 +190,17 @@ def solve(puzzle: Any) -> np.ndarray | None | list[np.ndarray | None]:
     return out[0] if single else out
 
 
+def unique_solutions(puzzles: Any) -> np.ndarray:
+    """``int8 (n, 81)``: the one solution of each of ``puzzles (n, 81)``; ``ValueError`` naming the first without one."""
+    g = as_grids(puzzles, name="puzzles").reshape(-1, 81)
+    counts, _, sols = search.search_batch(np.ascontiguousarray(g), 2)
+    bad = np.flatnonzero(counts != 1)
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"puzzles[{k}] has {'no' if counts[k] == 0 else 'several'} solutions; exactly one is required")
+    return sols
+
+
 def count_solutions(puzzle: Any, limit: int = 2) -> int | np.ndarray:
     """Number of solutions, counted up to ``limit`` (so ``limit`` means "at least that many")."""
     if limit < 1:
@@ -229,9 +244,16 @@ def generate(n: int, difficulty: str = "easy", seed: int = 0, *, max_tries: int 
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     t = TIERS[difficulty]
-    max_tries = max(1000, 200 * n) if max_tries is None else max_tries
-    seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
-    p, s, _, _ = search.generate_kernel(n, t.min_clues, t.max_clues, t.dig_to, t.min_rating, t.max_rating, seed, max_tries)
+    chunks = -(-n // search.GENERATE_CHUNK)
+    max_tries = max(1000, 200 * search.GENERATE_CHUNK) if max_tries is None else max_tries
+    # the tier enters the seed: one seed gives unrelated grids in different tiers
+    seeds = np.random.SeedSequence([seed, zlib.crc32(difficulty.encode())]).generate_state(max(chunks, 1)).astype(np.int64)
+    hi = t.max_clues if t.dig_from is None else t.dig_from
+    p, s, _, tries = search.generate_kernel(n, t.min_clues, t.max_clues, t.dig_to, hi, t.min_rating, t.max_rating, seeds,
+                                            max_tries)
+    if (tries < 0).any():
+        raise RuntimeError(f"generating {n} {difficulty} puzzles took more than {max_tries} attempts for one chunk of "
+                           f"{search.GENERATE_CHUNK}; pass a larger max_tries")
     return p, s
 
 
@@ -243,6 +265,11 @@ def _read_lines(path: str | os.PathLike) -> tuple[str, list[str]]:
     path = os.fspath(path)
     with open(path, "rb") as f:
         raw = f.read()
+    if path.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable gzip file ({e})") from None
     try:
         return path, raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
@@ -264,6 +291,8 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
     * Sudoku-Extreme CSV with header ``source,question,answer,rating`` ('.' blanks);
     * tdoku's ``puzzle:count[:solution]``, one per line;
     * one 81-character puzzle per line.
+
+    A path ending in ``.gz`` is read through gzip.
 
     Blank lines and lines starting with '#' are skipped. Every puzzle must have
     exactly one solution: a file that declares another count, a given solution that

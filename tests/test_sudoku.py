@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs import sudoku
+from envs import real_sets, sudoku
 
 
 def fixed_point(grid: np.ndarray) -> np.ndarray:
@@ -132,7 +132,10 @@ def test_tiers_get_harder_in_clues_and_rating():
         clues[tier] = (p > 0).sum(1).mean()
         ratings[tier] = sudoku.rate(p).mean()
     assert clues["easy"] > clues["medium"] > clues["hard"]
-    assert ratings["hard"] == 0 < ratings["extreme"]
+    assert ratings["medium"] == 0 < ratings["hard"] < ratings["extreme"]
+    # extreme is as hard as a real hard list: its median rating at least half of top1465's, by the same rater
+    top = sudoku.rate(real_sets.load_part("top1465:test", solve=False)[0])
+    assert np.median(sudoku.rate(sudoku.generate(30, "extreme", seed=1)[0])) >= np.median(top) / 2
 
 
 def test_generation_is_seeded():
@@ -148,7 +151,7 @@ def test_generation_is_seeded():
 
 
 def test_augment_preserves_validity_and_uniqueness():
-    puzzles, solutions = sudoku.generate(50, "hard", seed=2)
+    puzzles, solutions = sudoku.generate(50, "medium", seed=2)
     p2, s2 = sudoku.augment(puzzles, solutions, seed=0)
     assert not np.array_equal(p2, puzzles)
     assert np.all(sudoku.is_solution(p2, s2))

@@ -30,7 +30,7 @@ from envs import augmentation
 from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.evaluate import evaluate
-from train.held_out import Split, split
+from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
 from train.run_folder import (
     Budget,
     Cadence,
@@ -255,6 +255,7 @@ class Trainer:
         self.state = {"batch": 0, "opt_step": 0, "train_forward_passes": 0, "wall_seconds": 0.0}
         self.pool_p = torch.as_tensor(data.train.puzzles, dtype=torch.long, device=self.device)
         self.pool_s = torch.as_tensor(data.train.solutions, dtype=torch.long, device=self.device)
+        self.lineage = data.train_grids  # the grids this run and the runs before it trained on
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -268,9 +269,11 @@ class Trainer:
             "data_generator": self.gen.get_state(),
             "rng": rng_state(),
             "state": dict(self.state),
+            "train_grids": grids_tensor(self.lineage),
         }
 
     def restore(self, ck: dict[str, Any]) -> None:
+        self.lineage = lineage(self.data, ck)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         if self.ema is not None:
@@ -284,6 +287,7 @@ class Trainer:
     def start_from(self, ck: dict[str, Any]) -> None:
         """Fine-tuning: the weights of checkpoint ``ck`` (its averaged ones when it has them), the EMA
         restarted from them; optimizer, schedule and counters start fresh."""
+        self.lineage = lineage(self.data, ck)
         self.model.load_state_dict(model_weights(ck))
         if self.ema is not None:
             self.ema = EMA(self.model, self.tc.ema_decay)
@@ -399,9 +403,12 @@ def summary(tr: Trainer, metrics: dict[str, Any], interrupted: bool) -> dict[str
     }
 
 
-def train(args: Args) -> dict[str, Any]:
+def train(args: Args, exclude: np.ndarray | None = None) -> dict[str, Any]:
     """Train ``args.training.scheme`` as ``args`` say, evaluate on held-out puzzles, write ``metrics.json``.
 
+    ``exclude``: grid hashes (:func:`envs.canonical.grid_hash`) the training pool must not
+    hold besides the held-out set's, e.g. the held-out set of the RL run this warm-starts.
+    The held-out set drops every puzzle whose grid an ``--init-from`` checkpoint trained on.
     Returns the metrics, with ``checkpoint`` (the path of the run's checkpoint) added. Raises
     ``ValueError`` / ``FileNotFoundError`` for bad settings before anything is written, and :class:`Diverged`
     when a loss is not finite (the last good checkpoint
@@ -418,16 +425,21 @@ def train(args: Args) -> dict[str, Any]:
         if resumed is not None:
             resume_checks(args, resumed, run.checkpoint_path)
         seed_everything(args.seed + ddp.rank)
-        data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size)
+        data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size,
+                     exclude=exclude)
+        init = init_checks(args.init_from, args.model, scheme) if args.init_from and resumed is None else None
+        if init is not None:
+            data = without_trained(data, trained_grids(init), "init_from")
         tr = Trainer(args, data, ddp, rank_device(args.device, ddp))
         if resumed is not None:
             tr.restore(resumed)
-        elif args.init_from:
-            tr.start_from(init_checks(args.init_from, tr.cfg, scheme))
+        elif init is not None:
+            tr.start_from(init)
         info = run_info(tr.cfg.to_dict(), args.seed, str(tr.device))
         info["training"] = tr.tc.to_dict()
         info.update({"scheme": scheme, "data": data.source, "train_puzzles": len(data.train), "world_size": ddp.world})
         info["eval_puzzles"] = len(data.eval_puzzles)
+        info["sets"] = data.record
         plain = {k: v for k, v in vars(args).items() if k not in ("model", "training")}
         run.write_run({**info, "args": plain}, resumed=resumed is not None)
         try:

@@ -16,7 +16,7 @@ from torch import nn
 
 from agents.recursion_policy import RecursionPolicy
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
-from train.held_out import Split, split
+from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
 from train.rl.common import RL_KINDS, RLArgs, flat
 from train.rl.controls import dis_continued_control, evaluate_policy, evaluate_start, measure, table, threshold_at
 from train.rl.start import initial_model
@@ -66,6 +66,7 @@ class RLRun:
             self.trainer = nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
         self.state = {"update": 0, "env_steps": 0, "train_forward_passes": 0, "wall_seconds": 0.0, "optimizer_steps": 0}
         self.before: dict[str, Any] = {}
+        self.lineage = data.train_grids  # the grids trained on, the start's included (set by train())
         self.opt: torch.optim.Optimizer
         self.venv: Any
 
@@ -110,6 +111,7 @@ class RLRun:
             "state": dict(self.state),
             "args": flat(self.args),
             "before": self.before,
+            "train_grids": grids_tensor(self.lineage),
             **self.extra_payload(),
         }
 
@@ -273,16 +275,21 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
             model, source = TRM(TRMConfig.from_dict(resumed["config"])).to(device), f"resumed {run.checkpoint_path}"
             init = Path(args.start.init_from) if args.start.init_from else None
             training = start_training(resumed)
+            start_ck = resumed
         else:
-            model, source, init = initial_model(args, ddp, device)
-            training = start_training(load_checkpoint(init)) if init is not None else None
+            model, source, init = initial_model(args, ddp, device, exclude=data.eval_grids)
+            start_ck = load_checkpoint(init) if init is not None else None
+            training = start_training(start_ck) if start_ck is not None else None
+        if start_ck is not None:  # the held-out set keeps no grid the start (or its own start) trained on
+            data = without_trained(data, trained_grids(start_ck), "start")
         rl = run_class(args, ddp, device, model, data, training, **run_kw)
+        rl.lineage = lineage(data, start_ck)
         if resumed is not None:
             rl.restore(resumed)
         else:
             rl.before = evaluate_start(rl.policy, data, args, device)
         info = run_info(rl.cfg.to_dict(), args.seed, device)
-        info.update({"args": flat(args), "init": source, "world_size": ddp.world, "data": data.source})
+        info.update({"args": flat(args), "init": source, "world_size": ddp.world, "data": data.source, "sets": data.record})
         run.write_run(info, resumed=resumed is not None)
         try:
             train_loop(run, rl)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -26,8 +27,10 @@ from trm.config import TRMConfig
 from trm.model import TRM
 
 
-def warm_start(args: RLArgs, device: str) -> Path:
-    """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split; returns its checkpoint."""
+def warm_start(args: RLArgs, device: str, exclude: np.ndarray | None = None) -> Path:
+    """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split; returns its checkpoint.
+
+    ``exclude``: grid hashes its pool must not hold (the RL run's held-out set)."""
     warm = Path(args.out) / "warm_dis"
     a = supervised.default_args(
         "dis", out=str(warm), seed=args.seed, device=device, minutes=args.start.warm_minutes, difficulty=args.difficulty,
@@ -36,7 +39,7 @@ def warm_start(args: RLArgs, device: str) -> Path:
     if args.start.hidden:
         a.model = replace(a.model, hidden=args.start.hidden)
     print(f"warm start: DIS for {args.start.warm_minutes} min -> {warm}", flush=True)
-    return Path(supervised.train(a)["checkpoint"])
+    return Path(supervised.train(a, exclude=exclude)["checkpoint"])
 
 
 def load_init(start: StartSettings, path: Path) -> tuple[TRM, str]:
@@ -66,8 +69,10 @@ def load_init(start: StartSettings, path: Path) -> tuple[TRM, str]:
     return model, source
 
 
-def initial_model(args: RLArgs, ddp: Dist, device: str) -> tuple[TRM, str, Path | None]:
+def initial_model(args: RLArgs, ddp: Dist, device: str, exclude: np.ndarray | None = None) -> tuple[TRM, str, Path | None]:
     """The starting model, a description of it, and the checkpoint it came from (None from scratch).
+
+    ``exclude``: grid hashes a warm start must not train on (the run's held-out set).
 
     ``--init-from``; else with the verifier a fresh model (no supervised warm start: a label-free
     run reads no solution); else a DIS warm start that rank 0 trains and every rank then reads.
@@ -82,7 +87,7 @@ def initial_model(args: RLArgs, ddp: Dist, device: str) -> tuple[TRM, str, Path 
         return TRM(cfg).to(device), "scratch (label-free: no supervised warm start)", None
     warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
     if ddp.rank == 0:
-        warm = warm_start(args, device)
+        warm = warm_start(args, device, exclude)
     if ddp.world > 1:
         dist.barrier()
     return load_init(start, warm)[0].to(device), f"DIS warm start ({start.warm_minutes} min, {warm.parent})", warm
