@@ -194,3 +194,67 @@ def test_the_sets_of_one_seed_share_no_grid_across_tiers_scripts_and_collections
     shared = {(a, b): int(np.isin(ta, tb).sum()) for a, ta in train.items() for b, tb in evaluated.items()}
     print(f"{len(train)} training sets x {len(evaluated)} evaluated sets; shared grids: {sum(shared.values())}")
     assert {k: v for k, v in shared.items() if v} == {}
+
+
+# ----------------------------------------------------------------------------- a checkpoint's training grids
+
+
+@pytest.mark.slow
+def test_an_rl_run_records_its_sets_and_never_evaluates_on_a_grid_its_start_trained_on(tmp_path):
+    """A DIS start trained on a file whose puzzles include images of the RL run's held-out puzzles:
+    the RL run drops those from its held-out set, counts them, and carries the whole lineage."""
+    import train.ppo_recursion as ppo
+    import train.supervised as supervised
+    from train.held_out import EVAL_SEED_OFFSET, trained_grids
+    from trm.checkpoint import load_checkpoint
+
+    held_p, held_s = sudoku.generate(8, "easy", seed=EVAL_SEED_OFFSET)  # RL's held-out set (seed 0, eval size 8)
+    p, s = sudoku.generate(40, "easy", seed=77)
+    images = sudoku.augment(held_p[:3], held_s[:3], seed=2)[0]
+    f = tmp_path / "start.txt"
+    f.write_text("\n".join(sudoku.format(np.concatenate([images, p]))) + "\n")
+    start = tmp_path / "start"
+    supervised.train(supervised.parse_args("dis", ["--out", str(start), "--puzzles", str(f), "--eval-size", "8",
+                                                   "--steps", "2", "--hidden", "16", "--layers", "1", "--batch-size", "8"]))
+    ck = str(start / "checkpoint.pt")
+    assert np.isin(canonical.grid_hash(held_s[:3]), trained_grids(load_checkpoint(ck))).all()
+    out = tmp_path / "rl"
+    m = ppo.main(["--out", str(out), "--init-from", ck, "--updates", "1", "--num-envs", "8", "--pool-size", "32",
+                  "--eval-size", "8", "--minutes", "5", "--checkpoint-every", "0", "--no-control-dis"])
+    sets = json.loads((out / "run.json").read_text())["sets"]
+    print("RL run.json sets:", json.dumps(sets))
+    assert sets["eval"]["dropped_trained_by_start"] == 3 and sets["eval"]["size"] == 5
+    assert sets["train"]["source"] == "generated:easy" and sets["train"]["size"] + sets["train"]["dropped_shared_grid"] == 32
+    assert m["after"]["fixed"]["solve_rate"] * 5 == round(m["after"]["fixed"]["solve_rate"] * 5)  # a share of 5
+    lineage = trained_grids(load_checkpoint(out / "checkpoint.pt"))
+    assert np.isin(trained_grids(load_checkpoint(ck)), lineage).all() and len(lineage) > len(trained_grids(load_checkpoint(ck)))
+
+
+def test_the_benchmark_drops_puzzles_a_checkpoint_trained_on(tmp_path, tiny_dis_checkpoint):
+    import train.benchmark as benchmark
+    from train.held_out import grids_tensor
+    from trm.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(tiny_dis_checkpoint)
+    ck["train_grids"] = grids_tensor(canonical.grid_hash(benchmark_set("easy", 0, 6)[1][:2]))
+    path = tmp_path / "dis.pt"
+    save_checkpoint(path, ck)
+    payload = benchmark.main(["--out", str(tmp_path / "b"), "--tiers", "easy,top1465:test", "--puzzles", "6", "--seeds", "1",
+                              "--agents", "dis", "--checkpoint", f"dis={path}", "--guidance", "1"])
+    assert payload["settings"]["trained_grids"]["dropped_trained"] == {"easy:seed=0": 2}
+    rows = {r["tier"]: r["puzzles"] for r in payload["rows"]}
+    assert rows == {"easy": 4, "top1465:test": 6}
+
+
+def test_tier_table_describes_every_tier_and_real_part(tmp_path, tiny_dis_checkpoint):
+    import train.tier_table as tier_table
+
+    payload = tier_table.main(["--n", "8", "--out", str(tmp_path), "--checkpoint", tiny_dis_checkpoint, "--k", "2",
+                               "--peer-seconds", "0.2"])
+    rows = {r["set"]: r for r in payload["rows"]}
+    assert list(rows) == ["easy", "medium", "hard", "extreme", "sudoku17:test", "top1465:test"]
+    assert rows["easy"]["propagation_solves"] == 1.0 and rows["hard"]["propagation_solves"] == 0.0
+    assert rows["sudoku17:test"]["clues"] == [17, 17.0, 17] and rows["sudoku17:test"]["per_second"] is None
+    assert rows["extreme"]["rating_median"] > rows["hard"]["rating_median"] > rows["medium"]["rating_median"] == 0
+    assert rows["easy"]["greedy"]["forward_passes_per_puzzle"] > 0 and "search_k2" in rows["top1465:test"]
+    assert (tmp_path / "tiers.md").read_text().count("\n") == 8

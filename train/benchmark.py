@@ -21,9 +21,13 @@ checkpoint per puzzle, the first answer the rules verify; ``train/search_curve.p
 ``ppo_recursion``, ``sb3_ppo`` when their checkpoints exist (``runs/<name>/...``) or are given
 with ``--checkpoint name=path``.
 
-Tiers: the generated ones (``--tiers``), plus any number of puzzle files given with
+Tiers: the generated ones and the real test parts ``sudoku17:test`` and ``top1465:test``
+(``--tiers``; a real test part is cut into one set per seed, at most ``--puzzles`` each),
+plus any number of puzzle files given with
 ``--puzzle-file NAME=PATH`` (Sudoku-Extreme's CSV, tdoku's format, or one puzzle per
-line; the first ``--puzzles * --seeds`` puzzles, split into one set per seed).
+line; the first ``--puzzles * --seeds`` puzzles, split into one set per seed). A puzzle
+whose solution grid a benchmarked checkpoint trained on (its ``train_grids``) is dropped
+from every set, and ``results.json`` says how many.
 
 Example: ``python train/benchmark.py --quick``.
 """
@@ -41,13 +45,14 @@ import numpy as np
 
 import agents
 from agents.runner import run_episodes
-from envs import sudoku
+from envs import canonical, real_sets, sudoku
 from train import cli
-from train.held_out import benchmark_set
+from train.held_out import benchmark_set, trained_grids
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
-from trm.checkpoint import atomic_write
+from trm.checkpoint import atomic_write, load_checkpoint
 
+DEFAULT_TIERS = list(sudoku.TIERS) + [f"{name}:test" for name in real_sets.REAL_SETS]
 COLUMNS = ["agent", "tier", "solve_rate", "solve_lo", "solve_hi", "cell_accuracy", "cell_lo", "cell_hi"]
 COLUMNS += ["mean_steps", "forward_passes", "search_nodes", "dead_compute_share", "puzzles"]
 
@@ -58,7 +63,7 @@ class Args:
     seed: int = 0  # first evaluation seed; seeds are seed .. seed + seeds - 1
     seeds: int = 3  # evaluation seeds (one held-out set per tier and seed)
     puzzles: int = 200  # held-out puzzles per tier and seed
-    tiers: str = ",".join(sudoku.TIERS)  # comma-separated generated tiers ("" for none)
+    tiers: str = ",".join(DEFAULT_TIERS)  # comma-separated generated tiers and real test parts ("" for none)
     puzzle_file: list[str] = field(default_factory=list)  # NAME=PATH: a tier read from a puzzle file
     agents: str = ""  # comma-separated agent names (default: every available one)
     checkpoint: list[str] = field(default_factory=list)  # NAME=PATH: the checkpoint of agent NAME
@@ -88,8 +93,12 @@ class Args:
 def check_tiers(tiers: list[str], puzzle_file: list[str]) -> None:
     """Generated tiers must be known and ``--puzzle-file NAME=PATH`` files must exist; at least one of either."""
     for t in tiers:
-        if t not in sudoku.TIERS:
-            raise ValueError(f"unknown tier {t!r}; choose from {', '.join(sudoku.TIERS)}")
+        real = real_sets.parse_spec(t)
+        if t not in sudoku.TIERS and (real is None or real[1] != "test"):
+            raise ValueError(f"unknown tier {t!r}; choose from {', '.join(DEFAULT_TIERS)}")
+    repeated = sorted({t for t in tiers if tiers.count(t) > 1})
+    if repeated:
+        raise ValueError(f"--tiers lists {', '.join(repeated)} more than once")
     files = pairs(puzzle_file, "--puzzle-file")
     for name, path in files.items():
         if not Path(path).is_file():
@@ -125,7 +134,14 @@ def build_agents(names: list[str] | None, checkpoints: dict[str, str], device: s
 
 def eval_sets(args: Args, seeds: list[int]) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """Held-out ``(puzzles, solutions)`` per (tier, seed): generated tiers, then puzzle files cut into one set per seed."""
-    sets = {(t, s): benchmark_set(t, s, args.puzzles) for t in args.tier_list() for s in seeds}
+    sets = {}
+    for t in args.tier_list():
+        real = real_sets.parse_spec(t)
+        # a real test part is cut into one set per seed, at most --puzzles each
+        n = args.puzzles if real is None else min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]) // (seeds[-1] + 1))
+        if n < 1:
+            raise ValueError(f"{t} is too small for seed {seeds[-1]}: fewer puzzles than seeds")
+        sets.update({(t, s): benchmark_set(t, s, n) for s in seeds})
     for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
         p, sol = sudoku.load(path, solve=True)
         if len(p) < len(seeds):
@@ -134,6 +150,32 @@ def eval_sets(args: Args, seeds: list[int]) -> dict[tuple[str, int], tuple[np.nd
         for k, s in enumerate(seeds):
             sets[(name, s)] = (p[k * n : (k + 1) * n], sol[k * n : (k + 1) * n])
     return sets
+
+
+def drop_trained(sets: dict[Any, tuple[np.ndarray, np.ndarray]], paths: set[str]) -> dict[str, Any]:
+    """Remove from every set the puzzles whose solution grid one of the checkpoints ``paths`` trained on
+    (its ``train_grids``, the lineage of every run that led to it). Returns what was dropped per set
+    and which checkpoints record no training grids (older ones, SB3's zip)."""
+    grids, unknown = [], []
+    for path in sorted(paths):
+        g = trained_grids(load_checkpoint(path)) if path.endswith(".pt") else None
+        if g is None:
+            unknown.append(path)
+        else:
+            grids.append(g)
+    report: dict[str, Any] = {"checkpoints_without_training_grids": unknown, "dropped_trained": {}}
+    if not grids:
+        return report
+    trained = np.concatenate(grids)
+    for key, (p, sol) in list(sets.items()):
+        keep = ~np.isin(canonical.grid_hash(sol), trained)
+        if not keep.all():
+            name = f"{key[0]}:seed={key[1]}" if isinstance(key, tuple) else str(key)
+            if not keep.any():
+                raise ValueError(f"every puzzle of {name} was trained on by an evaluated checkpoint")
+            sets[key] = (p[keep], sol[keep])
+            report["dropped_trained"][name] = int((~keep).sum())
+    return report
 
 
 def fmt(x: float) -> str:
@@ -286,6 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
         built = build_agents(names, pairs(args.checkpoint, "--checkpoint"), args.device, args.seed)
         seeds = list(range(args.seed, args.seed + args.seeds))
         sets = eval_sets(args, seeds)
+        given = pairs(args.checkpoint, "--checkpoint")
+        overlap = drop_trained(sets, {agents.checkpoint_path(n, given) for n in built if n in agents.DEFAULT_CHECKPOINTS})
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     tiers = args.tier_list() + list(pairs(args.puzzle_file, "--puzzle-file"))
@@ -295,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_all = time.perf_counter()
     try:
         with RunFolder(out, catch_signals=False):  # one live benchmark per folder; Ctrl-C stops it, writing nothing
-            payload = play_and_write(args, built, sets, tiers, seeds, max_steps)
+            payload = play_and_write(args, built, sets, tiers, seeds, max_steps, overlap)
     except RunFolderBusy as e:
         raise SystemExit(f"error: {e}") from None
     print(
@@ -305,12 +349,14 @@ def main(argv: list[str] | None = None) -> dict:
     return payload
 
 
-def play_and_write(args: Args, built: dict, sets: dict, tiers: list[str], seeds: list[int], max_steps: int) -> dict:
+def play_and_write(args: Args, built: dict, sets: dict, tiers: list[str], seeds: list[int], max_steps: int,
+                   overlap: dict[str, Any] | None = None) -> dict:
     """Play every agent, then write the table, CSVs, JSON and plots; returns the JSON payload."""
     out = Path(args.out)
     rows, timing, curves = play_all(built, sets, tiers, seeds, args, max_steps)
     sweep = guidance_sweep(built, sets, args.plot_tier, seeds, args, max_steps)
-    settings = {"puzzles": args.puzzles, "seeds": seeds, "tiers": tiers, "agents": list(built), "max_steps": max_steps}
+    settings = {"puzzles": args.puzzles, "seeds": seeds, "tiers": tiers, "agents": list(built), "max_steps": max_steps,
+                "trained_grids": overlap or {}}
     if args.puzzle_file:
         settings["puzzle_files"] = pairs(args.puzzle_file, "--puzzle-file")
     payload = {

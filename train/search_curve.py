@@ -1,8 +1,10 @@
 """Test-time search against compute: solve rate of :class:`agents.search_agent.SearchAgent` for K = 1, 2, 4, ..., 64.
 
 One checkpoint, K trajectories per puzzle (K = 1 is greedy decoding of the same
-checkpoint), the rules as verifier, on every generated tier (the benchmark's held-out
-sets, :func:`train.held_out.benchmark_set`) and on puzzle files. Forward passes per
+checkpoint), the rules as verifier, on every generated tier and the real test parts
+``sudoku17:test`` and ``top1465:test`` (the benchmark's held-out sets,
+:func:`train.held_out.benchmark_set`) and on puzzle files; a puzzle whose grid the
+checkpoint trained on is dropped (``search.json`` says how many). Forward passes per
 puzzle are counted by the model at run time (a puzzle stops once verified, so they
 grow more slowly than K). Scoring reads no label for the search itself; solved means
 the final answer keeps the givens, fills every cell and breaks no rule, which for a
@@ -26,9 +28,9 @@ import numpy as np
 
 from agents.runner import run_episodes
 from agents.search_agent import SearchAgent
-from envs import sudoku
+from envs import real_sets, sudoku
 from train import cli
-from train.benchmark import check_tiers, pairs
+from train.benchmark import DEFAULT_TIERS, check_tiers, drop_trained, pairs
 from train.held_out import benchmark_set
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
@@ -39,7 +41,7 @@ from trm.checkpoint import atomic_write
 class Args:
     checkpoint: str = "runs/dis/checkpoint.pt"  # a train_dis.py, train_trm.py or RL checkpoint
     out: str = "runs/search"  # folder of search.json, search.md and search_curve.png
-    tiers: str = "easy,medium,hard,extreme"  # generated tiers (comma-separated; empty: puzzle files only)
+    tiers: str = ",".join(DEFAULT_TIERS)  # generated tiers and real test parts (comma-separated; empty: files only)
     puzzle_file: list[str] = field(default_factory=list)  # NAME=PATH: a tier read from a puzzle file (its first --puzzles)
     puzzles: int = 128  # held-out puzzles per tier
     ks: str = "1,2,4,8,16,32,64"  # trajectories per puzzle to try
@@ -76,9 +78,10 @@ class Args:
 
 def eval_sets(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Puzzles (and solutions, where the source has them) per tier; files are read without solving."""
-    sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
-        t: benchmark_set(t, args.seed, args.puzzles) for t in args.tier_list()
-    }
+    sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for t in args.tier_list():
+        n = args.puzzles if real_sets.parse_spec(t) is None else min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]))
+        sets[t] = benchmark_set(t, args.seed, n)
     for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
         p, s = sudoku.load(path, solve=False)
         sets[name] = (p[: args.puzzles], None if s is None else s[: args.puzzles])
@@ -143,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = cli.parse(Args, argv, description=__doc__)
     try:
         sets = eval_sets(args)
+        labelled = {t: v for t, v in sets.items() if v[1] is not None}
+        overlap = drop_trained(labelled, {args.checkpoint})
+        sets.update(labelled)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     kw = {"temperature": args.temperature, "latent_noise": args.latent_noise, "symmetries": args.symmetries,
@@ -159,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     r = rows[-1]
                     print(f"{tier:8s} K={k:3d}  solve {r['solve_rate']:6.1%}  fp/puzzle {r['forward_passes_per_puzzle']:7.1f}"
                           f"  {r['wall_seconds']:.0f}s", flush=True)
-            settings = {**kw, "checkpoint": args.checkpoint, "puzzles": args.puzzles, "tiers": list(sets), "ks": args.k_list()}
+            settings = {**kw, "checkpoint": args.checkpoint, "puzzles": args.puzzles, "tiers": list(sets), "ks": args.k_list(),
+                        "trained_grids": overlap}
             payload = {"settings": settings, "rows": rows, "run": run_info({"search": settings}, args.seed, args.device)}
             atomic_write_json(out / "search.json", payload)
             atomic_write_text(out / "search.md", markdown(rows))
