@@ -62,7 +62,7 @@ def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **
     if name == "sb3_ppo":
         from agents.sb3_agent import SB3Agent
 
-        return SB3Agent.from_file(path, device=device, name=name)
+        return SB3Agent.from_file(path, device=device, name=name, trust=kw.get("trust", False))
     if name == "search":
         from agents.search_agent import SearchAgent
 

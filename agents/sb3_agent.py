@@ -32,12 +32,21 @@ class SB3Agent(AgentBase):
         self.calls += args[0].shape[0]
 
     @classmethod
-    def from_file(cls, path: str, *, device: str = "cpu", name: str = "sb3_ppo") -> SB3Agent:
+    def from_file(cls, path: str, *, device: str = "cpu", name: str = "sb3_ppo", trust: bool = False) -> SB3Agent:
+        """Load ``path``, a stable-baselines3 ``model.zip``, only with ``trust=True``.
+
+        SB3 stores parts of a model as pickles that can run any code when read, so a model
+        file is read only when the caller vouches for it (a file made on this machine);
+        otherwise ``ValueError`` before the file is opened.
+        """
         from stable_baselines3 import PPO
 
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"SB3 model {p} does not exist")
+        if not trust:
+            raise ValueError(f"{p}: a stable-baselines3 model file holds pickles that can run code when read; it is "
+                             "read only with trust=True (benchmark.py --trust-sb3), for files you made yourself")
         try:
             model = PPO.load(p, device=device)
         except Exception as e:  # noqa: BLE001 - SB3 raises many kinds for a wrong file

@@ -9,12 +9,19 @@ Both have the batched torch vector env as their ``vector_entry_point``::
     venv = gym.make_vec("LatentReasoning-Sudoku-v0", num_envs=4096, device="cuda")
 """
 
+from importlib import metadata
+
 from gymnasium.envs.registration import register, registry
 
 from envs.sudoku_env import LatentReasoningSudokuEnv
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 
-__all__ = ["LatentReasoningSudokuEnv", "LatentReasoningSudokuVectorEnv"]
+__all__ = ["LatentReasoningSudokuEnv", "LatentReasoningSudokuVectorEnv", "__version__"]
+
+try:
+    __version__ = metadata.version("latent-reasoning-gym")
+except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 for _id, _kwargs in (
     ("LatentReasoning-Sudoku-v0", {}),

@@ -181,6 +181,8 @@ def grid_hash(solutions: Any) -> np.ndarray:
     With about 5.5e9 classes of grids, two inequivalent grids share a hash with
     probability about 2^-64 per pair.
     """
+    if np.asarray(solutions).size == 0:
+        return np.zeros(0, np.uint64)
     forms = canonical(np.asarray(solutions).reshape(-1, 81))
     return np.array([int.from_bytes(hashlib.blake2b(f.tobytes(), digest_size=8).digest(), "little") for f in forms],
                     dtype=np.uint64)

@@ -94,13 +94,13 @@ def test_sb3_models_act_through_the_wrapper(tmp_path, mixed):
 
     model = PPO("MultiInputPolicy", LatentReasoningSudokuEnv(pool_size=4), n_steps=8, batch_size=8, seed=0)
     model.save(tmp_path / "model.zip")
-    agent = agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"))
+    agent = agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"), trust=True)
     res = summarize(run_episodes(agent, mixed[0][:6], mixed[1][:6], max_steps=3))
     # one pass of the policy network per step and episode, counted by a hook
     assert res["forward_passes_per_puzzle"] == res["mean_steps"] > 0
     (tmp_path / "junk.zip").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a stable-baselines3 PPO model"):
-        agents.make_agent("sb3_ppo", str(tmp_path / "junk.zip"))
+        agents.make_agent("sb3_ppo", str(tmp_path / "junk.zip"), trust=True)
 
 
 def bench_args(out, ckpt, *extra):
@@ -172,7 +172,7 @@ def test_sb3_agent_halts_at_the_step_count_it_was_trained_for(tmp_path, mixed):
 
     model = PPO("MultiInputPolicy", LatentReasoningSudokuEnv(pool_size=4, max_steps=3), n_steps=8, batch_size=8, seed=0)
     model.save(tmp_path / "model.zip")
-    agent = agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"))
+    agent = agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"), trust=True)
     assert agent.max_steps == 3
     res = summarize(run_episodes(agent, mixed[0][:6], mixed[1][:6], max_steps=16))  # more steps than it knows
     assert res["mean_steps"] <= 3

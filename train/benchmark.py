@@ -72,6 +72,7 @@ class Args:
     plot_tier: str = ""  # tier of the plots (default: the second tier listed)
     guidance: str = "0,0.5,1,1.5,2,2.5,3"  # w values of the guidance sweep
     quick: bool = False  # 32 puzzles per tier and seed, w in {0, 1, 2, 3}
+    trust_sb3: bool = False  # read the sb3_ppo agent's model.zip (its pickles can run code: only a file you made)
 
     def validate(self) -> None:
         if self.quick:
@@ -118,15 +119,17 @@ def pairs(items: list[str], option: str) -> dict[str, str]:
     return out
 
 
-def build_agents(names: list[str] | None, checkpoints: dict[str, str], device: str, seed: int) -> dict[str, Any]:
-    """Every requested agent, built before any work; unknown or missing ones raise."""
+def build_agents(names: list[str] | None, checkpoints: dict[str, str], device: str, seed: int,
+                 trust_sb3: bool = False) -> dict[str, Any]:
+    """Every requested agent, built before any work; unknown or missing ones raise. ``sb3_ppo`` reads a
+    pickle that can run code: by default only when asked for by name with ``trust_sb3``."""
     for name in checkpoints:
         if name not in agents.NAMES:
             raise ValueError(f"--checkpoint: unknown agent {name!r}; known agents: {', '.join(agents.NAMES)}")
-    wanted = names or agents.available(checkpoints)
+    wanted = names or [n for n in agents.available(checkpoints) if n != "sb3_ppo" or trust_sb3]
     built: dict[str, Any] = {}
     for name in wanted:
-        kw = {"seed": seed} if name == "random" else {}
+        kw = {"seed": seed} if name == "random" else {"trust": trust_sb3} if name == "sb3_ppo" else {}
         path = agents.checkpoint_path(name, checkpoints) if name in agents.DEFAULT_CHECKPOINTS else None
         built[name] = agents.make_agent(name, path, device=device, **kw)
     return built
@@ -325,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = cli.parse(Args, argv, description=__doc__)
     try:
         names = args.agents.split(",") if args.agents else None
-        built = build_agents(names, pairs(args.checkpoint, "--checkpoint"), args.device, args.seed)
+        built = build_agents(names, pairs(args.checkpoint, "--checkpoint"), args.device, args.seed, args.trust_sb3)
         seeds = list(range(args.seed, args.seed + args.seeds))
         sets = eval_sets(args, seeds)
         given = pairs(args.checkpoint, "--checkpoint")

@@ -80,6 +80,7 @@ def scheme_args(args: Args, scheme: str, seed: int) -> supervised.Args:
         scheme, out=str(folder), seed=seed, device=args.device, minutes=args.minutes, difficulty=args.difficulty,
         eval_size=args.eval_size, pool_size=args.pool_size, checkpoint_every=args.checkpoint_every, puzzles=args.puzzles,
         resume=args.resume and (folder / "checkpoint.pt").is_file(), steps=getattr(args, f"{scheme}_steps") or None,
+        overwrite=args.overwrite,
     )
     shape = {k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v}
     if scheme == "trm":
@@ -159,7 +160,7 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
     for scheme in ("trm", "dis"):
         folder = Path(args.out) / f"seed{seed}" / scheme
         done = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
-        if done is not None and not done.get("interrupted"):
+        if done is not None and not done.get("interrupted") and not args.overwrite:
             print(f"seed {seed}: reusing {folder}", flush=True)
             pair[scheme] = done
             continue

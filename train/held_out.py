@@ -154,8 +154,11 @@ def benchmark_set(tier: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]
     return sudoku.generate(n, tier, seed=BENCHMARK_SEED_OFFSET + 1000 * seed + list(sudoku.TIERS).index(tier))
 
 
-def grids_tensor(hashes: np.ndarray) -> torch.Tensor:
-    """``int64`` tensor of ``uint64`` grid hashes, for a checkpoint's ``train_grids`` (plain tensors load safely)."""
+def grids_tensor(hashes: np.ndarray | None) -> torch.Tensor | None:
+    """``int64`` tensor of ``uint64`` grid hashes, for a checkpoint's ``train_grids`` (plain tensors load safely);
+    None (an unknown lineage) stays None."""
+    if hashes is None:
+        return None
     return torch.from_numpy(np.ascontiguousarray(hashes, dtype=np.uint64).view(np.int64).copy())
 
 
@@ -165,10 +168,13 @@ def trained_grids(ck: dict[str, Any]) -> np.ndarray | None:
     return None if t is None else t.numpy().view(np.uint64)
 
 
-def lineage(split_: Split, start: dict[str, Any] | None) -> np.ndarray:
-    """The grids a run trained on: its pool's plus those of the checkpoint it started from."""
-    before = None if start is None else trained_grids(start)
-    return split_.train_grids if before is None else np.union1d(split_.train_grids, before)
+def lineage(split_: Split, start: dict[str, Any] | None) -> np.ndarray | None:
+    """The grids a run trained on: its pool's plus those of the checkpoint it started from; None when that
+    checkpoint records none (an older one), so that no later reader takes the pool alone for the whole lineage."""
+    if start is None:
+        return split_.train_grids
+    before = trained_grids(start)
+    return None if before is None else np.union1d(split_.train_grids, before)
 
 
 def without_trained(split_: Split, grids: np.ndarray | None, who: str) -> Split:

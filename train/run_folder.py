@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs import sudoku
+from envs import real_sets, sudoku
 from trm.checkpoint import atomic_write, save_checkpoint
 
 PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "numba")
@@ -56,8 +57,9 @@ class RunArgs:
     device: str = "cpu"  # cpu, cuda or cuda:K
     minutes: float = 3.0  # wall-clock training budget
     resume: bool = False  # continue from OUT/checkpoint.pt with the same settings
+    overwrite: bool = False  # start afresh in an OUT that holds a run, deleting its checkpoint, metrics and events
     difficulty: str = "easy"  # generated tier: easy, medium, hard or extreme
-    puzzles: str = ""  # puzzle file instead of a generated tier (held out: its last --eval-size puzzles)
+    puzzles: str = ""  # sudoku17 or top1465 (their training part), or a puzzle file (held out: its last --eval-size)
     pool_size: int = 4096  # generated training puzzles
     eval_size: int = 256  # held-out puzzles
     checkpoint_every: float = 1.0  # minutes between checkpoints (the first comes within 30 s; 0: every batch)
@@ -75,10 +77,18 @@ class RunArgs:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.puzzles and self.difficulty not in sudoku.TIERS:
             raise ValueError(f"--difficulty must be one of {', '.join(sudoku.TIERS)}, got {self.difficulty!r}")
-        if self.puzzles and not Path(self.puzzles).is_file():
-            raise ValueError(f"--puzzles: no file {self.puzzles}")
+        if self.puzzles and real_sets.parse_spec(self.puzzles) is None and not Path(self.puzzles).is_file():
+            raise ValueError(f"--puzzles: no file {self.puzzles} (and not a collection: {', '.join(real_sets.REAL_SETS)})")
+        if not str(self.out).strip():
+            raise ValueError("--out must name a folder, got an empty string")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one of them")
         if self.resume and not (Path(self.out) / self.checkpoint_file).is_file():
             raise ValueError(f"--resume: no checkpoint at {Path(self.out) / self.checkpoint_file}")
+        held = [n for n in (self.checkpoint_file, "run.json", "metrics.json") if (Path(self.out) / n).is_file()]
+        if held and not self.resume and not self.overwrite:
+            raise ValueError(f"--out {self.out} holds a run ({', '.join(held)}): add --resume to continue it or "
+                             "--overwrite to replace it")
         check_device(self.device)
         check_writable(self.out)
 
@@ -173,10 +183,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The global generators' states, to store in a checkpoint."""
+    """The global generators' states, to store in a checkpoint: tensors and plain types only, so that
+    the checkpoint loads with ``torch.load(weights_only=True)``."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -185,7 +198,10 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    n = state["numpy"]
+    if isinstance(n, dict):  # older checkpoints hold numpy's tuple itself
+        n = (n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -256,8 +272,9 @@ class RunFolder:
     (``catch_signals=False`` leaves them alone, for jobs that have nothing to save).
     """
 
-    def __init__(self, out: str | os.PathLike, *, lead: bool = True, catch_signals: bool = True) -> None:
+    def __init__(self, out: str | os.PathLike, *, lead: bool = True, catch_signals: bool = True, fresh: bool = False) -> None:
         self.path = Path(out)
+        self.fresh = fresh  # replace the run held in the folder: see clear_old
         self.lead = lead
         self.catch_signals = catch_signals
         self.stop_requested = False
@@ -326,10 +343,22 @@ class RunFolder:
                 self._writer = _NullWriter()
         return self._writer
 
+    def clear_old(self) -> None:
+        """With ``fresh`` (``--overwrite``), delete the run the folder held: checkpoint, model, run.json, metrics and
+        events. :meth:`write_run` calls it, after the data and the start were built without error, so a bad command
+        loses nothing; it runs once."""
+        if not (self.lead and self.fresh):
+            return
+        for name in (CHECKPOINT, "model.zip", "run.json", "metrics.json"):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tb", ignore_errors=True)
+        self.fresh = False
+
     def write_run(self, info: dict[str, Any], resumed: bool = False) -> None:
         """``run.json``: on a fresh run ``info``; on a resume the first run's entry, with this one appended to ``resumes``."""
         if not self.lead:
             return
+        self.clear_old()
         path = self.path / "run.json"
         if resumed and path.is_file():
             first = json.loads(path.read_text())

@@ -34,11 +34,15 @@ class Args(RunArgs):
     max_steps: int = 6  # steps per episode (the policy's step observation has max_steps + 1 values)
     step_cost: float = 0.02  # reward paid per step
     reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward
+    trust_sb3: bool = False  # --resume reads OUT/model.zip, whose pickles can run code: only for a folder you made
 
     checkpoint_file = "model.zip"
 
     def validate(self) -> None:
         super().validate()
+        if self.resume and not self.trust_sb3:
+            raise ValueError("--resume reads a stable-baselines3 model.zip, whose pickles can run code when read; "
+                             "add --trust-sb3 if you made this run folder yourself")
         for name in ("timesteps", "num_envs", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -94,12 +98,13 @@ def learn(model: Any, args: Args, run: RunFolder) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = cli.parse(Args, argv, description=__doc__)
     seed_everything(args.seed)
-    with RunFolder(args.out) as run:
+    with RunFolder(args.out, fresh=args.overwrite) as run:
         data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size)
+        run.clear_old()  # --overwrite: the model and its events are written from here on
         model = make_model(args, data, run)
         wall = learn(model, args, run)
         save_model(model, run.path / "model.zip")
-        agent = SB3Agent.from_file(str(run.path / "model.zip"), device=args.device)
+        agent = SB3Agent.from_file(str(run.path / "model.zip"), device=args.device, trust=True)  # written just now
         res = summarize(run_episodes(agent, data.eval_puzzles, data.eval_solutions, max_steps=args.max_steps))
         keys = ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "mean_steps", "dead_compute_share")
         metrics = {

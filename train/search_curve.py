@@ -80,7 +80,8 @@ def eval_sets(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Puzzles (and solutions, where the source has them) per tier; files are read without solving."""
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for t in args.tier_list():
-        n = args.puzzles if real_sets.parse_spec(t) is None else min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]))
+        real = real_sets.parse_spec(t) is not None
+        n = min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]) // (args.seed + 1)) if real else args.puzzles
         sets[t] = benchmark_set(t, args.seed, n)
     for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
         p, s = sudoku.load(path, solve=False)

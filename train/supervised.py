@@ -420,7 +420,7 @@ def train(args: Args, exclude: np.ndarray | None = None) -> dict[str, Any]:
     ddp = init_distributed(args.device)
     if args.training.batch_size % ddp.world:
         raise ValueError(f"--batch-size {args.training.batch_size} must divide evenly over {ddp.world} processes")
-    with RunFolder(args.out, lead=ddp.rank == 0) as run:
+    with RunFolder(args.out, lead=ddp.rank == 0, fresh=args.overwrite) as run:
         resumed = load_checkpoint(run.checkpoint_path, kind=scheme) if args.resume else None
         if resumed is not None:
             resume_checks(args, resumed, run.checkpoint_path)
@@ -428,8 +428,8 @@ def train(args: Args, exclude: np.ndarray | None = None) -> dict[str, Any]:
         data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size,
                      exclude=exclude)
         init = init_checks(args.init_from, args.model, scheme) if args.init_from and resumed is None else None
-        if init is not None:
-            data = without_trained(data, trained_grids(init), "init_from")
+        if init is not None or (resumed is not None and args.init_from):  # a resumed fine-tune: the same held-out set
+            data = without_trained(data, trained_grids(init if init is not None else resumed), "init_from")
         tr = Trainer(args, data, ddp, rank_device(args.device, ddp))
         if resumed is not None:
             tr.restore(resumed)

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             payload = {"settings": settings, "rows": rows, "run": run_info({"tiers": settings}, 0, args.device)}
             atomic_write_json(Path(args.out) / "tiers.json", payload)
             atomic_write_text(Path(args.out) / "tiers.md", table)
-    except RunFolderBusy as e:
+    except (RunFolderBusy, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n" + table)
     return payload

@@ -18,10 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trm.config import TRMConfig
 from trm.model import TRM
+
+# numpy arrays, as checkpoints written before their random states became tensors hold one (numpy's
+# RNG key): rebuilding an array calls no other code, so these join the tensors weights_only allows
+_NUMPY_ARRAYS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                 (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -60,9 +66,14 @@ def load_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...] | None 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors, containers and plain types only; a pickle that would import or call
+        # anything else is refused, so loading a checkpoint never runs code from it
+        with torch.serialization.safe_globals(_NUMPY_ARRAYS):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint: {type(e).__name__}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint, or holds objects other than tensors and "
+                         f"plain values (refused unread: loading never runs code): {first}") from None
     if not isinstance(payload, dict) or "kind" not in payload:
         raise ValueError(f"checkpoint {path} is not a Latent Reasoning Gym checkpoint (no 'kind' entry)")
     kinds = (kind,) if isinstance(kind, str) else kind

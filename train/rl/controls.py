@@ -154,7 +154,8 @@ def dis_control_args(init_path: Path, ck: dict[str, Any], seconds: float, args: 
     training = replace(training, lr=rl_lr, lr_min_ratio=1.0, warmup_steps=1)
     data = {"seed": args.seed, "difficulty": args.difficulty, "pool_size": args.pool_size, "eval_size": args.eval_size,
             "puzzles": args.puzzles, "augment": True}
-    return supervised.default_args("dis", **common, **data, training=training, init_from=str(init_path), minutes=seconds / 60)
+    return supervised.default_args("dis", **common, **data, training=training, init_from=str(init_path), minutes=seconds / 60,
+                                   overwrite=True)  # the control belongs to the RL run: a rerun measures it afresh
 
 
 def dis_continued_control(
@@ -177,6 +178,8 @@ def dis_continued_control(
     training = configs_from_dict(ck["config"], ck.get("training"))[1]
     rl_lr = training.lr * training.lr_min_ratio if rl_lr is None else rl_lr
     a = dis_control_args(init_path, ck, seconds, args, device, source, rl_lr)
+    if source == "start":  # a fresh copy of the start, whatever an earlier run left there
+        shutil.rmtree(a.out, ignore_errors=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     if source == "start":
         shutil.copyfile(init_path, Path(a.out) / "checkpoint.pt")

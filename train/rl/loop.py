@@ -264,7 +264,7 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
     ddp = init_distributed(args.device)
     device = rank_device(args.device, ddp)
     run_class.check_world(args, ddp.world)
-    with RunFolder(args.out, lead=ddp.rank == 0) as run:
+    with RunFolder(args.out, lead=ddp.rank == 0, fresh=args.overwrite) as run:
         resumed = load_checkpoint(run.checkpoint_path, kind=run_class.kind) if args.resume else None
         if resumed is not None:
             resume_checks(args, resumed, run.checkpoint_path, fixed_on_resume)

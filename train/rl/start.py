@@ -35,6 +35,7 @@ def warm_start(args: RLArgs, device: str, exclude: np.ndarray | None = None) -> 
     a = supervised.default_args(
         "dis", out=str(warm), seed=args.seed, device=device, minutes=args.start.warm_minutes, difficulty=args.difficulty,
         pool_size=args.pool_size, eval_size=args.eval_size, eval_limit=args.start.warm_eval_size, puzzles=args.puzzles,
+        overwrite=True,  # the warm start belongs to this fresh RL run: an older one in its folder is redone
     )
     if args.start.hidden:
         a.model = replace(a.model, hidden=args.start.hidden)
