@@ -226,7 +226,7 @@ def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
 
 
 @pytest.mark.slow
-def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path):
+def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path, capsys):
     from train.sb3_ppo import main
 
     m = main(["--out", str(tmp_path), "--minutes", "0.05", "--pool-size", "16", "--eval-size", "8", "--num-envs", "2"])
@@ -235,8 +235,9 @@ def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path):
 
     assert agents.make_agent("sb3_ppo", str(tmp_path / "model.zip"), trust=True).name == "sb3_ppo"
     args = ["--out", str(tmp_path), "--minutes", "0.05", "--pool-size", "16", "--eval-size", "8", "--num-envs", "2"]
-    with pytest.raises(SystemExit, match="--trust-sb3"):
+    with pytest.raises(SystemExit) as stop:
         main([*args, "--resume"])
+    assert "--trust-sb3" in str(stop.value) + capsys.readouterr().err
     again = main([*args, "--resume", "--trust-sb3"])
     assert again["env_steps"] > m["env_steps"]  # the resumed model keeps its step count and adds to it
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
