@@ -104,13 +104,19 @@ def load_part(spec: str, *, solve: bool = True) -> tuple[np.ndarray, np.ndarray 
     puzzles = _read(name)[lines - 1]
     if not solve:
         return puzzles, None, lines
+    return puzzles, _unique(name, puzzles, lines), lines
+
+
+def _unique(name: str, puzzles: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """The one solution of each puzzle; ``ValueError`` naming the file and line of the first without one."""
     from envs import search
 
-    counts, _, solutions = search.search_batch(puzzles, 2)
-    if (counts != 1).any():  # the shipped files are checked by a test; this guards an edited copy
-        k = int(np.flatnonzero(counts != 1)[0])
-        raise ValueError(f"{DATA / REAL_SETS[name].file}:{int(lines[k])}: puzzle does not have exactly one solution")
-    return puzzles, solutions, lines
+    counts, _, solutions = search.search_batch(np.ascontiguousarray(puzzles), 2)
+    bad = np.flatnonzero(counts != 1)
+    if bad.size:  # the shipped files are checked by a test; this guards an edited copy
+        what = "no solution" if counts[bad[0]] == 0 else "several solutions"
+        raise ValueError(f"{DATA / REAL_SETS[name].file}:{int(lines[bad[0]])}: puzzle has {what}; exactly one is required")
+    return solutions
 
 
 def dropped_lines(name: str) -> int:
@@ -140,16 +146,12 @@ def build_manifest() -> tuple[dict, dict[str, np.ndarray]]:
     Every puzzle must have exactly one solution. A training line is dropped when its
     solution grid is equivalent to the grid of a test puzzle of any collection.
     """
-    from envs import canonical, search
+    from envs import canonical
 
     hashes = {}
-    for name, rs in REAL_SETS.items():
+    for name in REAL_SETS:
         p = _read(name)
-        counts, _, sols = search.search_batch(p, 2)
-        if (counts != 1).any():
-            k = int(np.flatnonzero(counts != 1)[0])
-            raise ValueError(f"{DATA / rs.file}:{k + 1}: puzzle does not have exactly one solution")
-        hashes[name] = canonical.grid_hash(sols)
+        hashes[name] = canonical.grid_hash(_unique(name, p, np.arange(1, len(p) + 1)))
     held = np.concatenate([h[REAL_SETS[name].test_from - 1:] for name, h in hashes.items()])
     dropped = {name: (np.flatnonzero(np.isin(h[: REAL_SETS[name].test_from - 1], held)) + 1).tolist()
                for name, h in hashes.items()}

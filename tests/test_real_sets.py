@@ -157,7 +157,7 @@ def test_tiers_of_one_seed_share_no_grid():
     assert len(np.unique(seen)) == len(seen)
 
 
-def test_every_split_drops_training_grids_it_evaluates_on_and_says_how_many():
+def test_every_split_drops_training_grids_it_evaluates_on_and_says_how_many(tmp_path):
     # a file whose training part holds symmetric images of its held-out puzzles and of real test puzzles
     p, s = sudoku.generate(40, "medium", seed=3)
     tp, ts, _ = real_sets.load_part("top1465:test")
@@ -165,7 +165,7 @@ def test_every_split_drops_training_grids_it_evaluates_on_and_says_how_many():
     train_p = np.concatenate([p[:30], images_p])
     lines = sudoku.format(np.concatenate([train_p, p[30:]]))
     # the held-out part is the last 10: p[30:40]
-    path = Path(pytest.importorskip("tempfile").mkdtemp()) / "mixed.txt"
+    path = tmp_path / "mixed.txt"
     path.write_text("\n".join(lines) + "\n")
     d = split("easy", str(path), seed=0, pool_size=0, eval_size=10)
     assert d.record["train"]["dropped_shared_grid"] == 8 and len(d.train) == 30

@@ -47,7 +47,7 @@ import agents
 from agents.runner import run_episodes
 from envs import canonical, real_sets, sudoku
 from train import cli
-from train.held_out import benchmark_set, trained_grids
+from train.held_out import benchmark_set, benchmark_size, trained_grids
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
 from trm.checkpoint import atomic_write, load_checkpoint
@@ -138,12 +138,8 @@ def build_agents(names: list[str] | None, checkpoints: dict[str, str], device: s
 def eval_sets(args: Args, seeds: list[int]) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
     """Held-out ``(puzzles, solutions)`` per (tier, seed): generated tiers, then puzzle files cut into one set per seed."""
     sets = {}
-    for t in args.tier_list():
-        real = real_sets.parse_spec(t)
-        # a real test part is cut into one set per seed, at most --puzzles each
-        n = args.puzzles if real is None else min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]) // (seeds[-1] + 1))
-        if n < 1:
-            raise ValueError(f"{t} is too small for seed {seeds[-1]}: fewer puzzles than seeds")
+    for t in args.tier_list():  # a real test part is cut into one set per seed, at most --puzzles each
+        n = benchmark_size(t, args.puzzles, seeds[-1] + 1)
         sets.update({(t, s): benchmark_set(t, s, n) for s in seeds})
     for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
         p, sol = sudoku.load(path, solve=True)

@@ -137,6 +137,17 @@ def split(
     return Split(train, eval_p, eval_s, source, train_h[keep], eval_h, record)
 
 
+def benchmark_size(tier: str, n: int, seeds: int) -> int:
+    """Puzzles per seed of ``tier`` for ``seeds`` consecutive seeds from 0: ``n``, or for a real test part at most
+    its size over ``seeds`` (``ValueError`` when it holds fewer puzzles than seeds)."""
+    if real_sets.parse_spec(tier) is None:
+        return n
+    k = min(n, len(real_sets.load_part(tier, solve=False)[0]) // seeds)
+    if k < 1:
+        raise ValueError(f"{tier} is too small for {seeds} seeds: fewer puzzles than seeds")
+    return k
+
+
 def benchmark_set(tier: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The benchmark's ``n`` held-out puzzles and solutions of ``tier`` for evaluation seed ``seed``.
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from agents.runner import run_episodes
 from agents.search_agent import SearchAgent
-from envs import real_sets, sudoku
+from envs import sudoku
 from train import cli
 from train.benchmark import DEFAULT_TIERS, check_tiers, drop_trained, pairs
-from train.held_out import benchmark_set
+from train.held_out import benchmark_set, benchmark_size
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
 from trm.checkpoint import atomic_write
@@ -80,9 +80,7 @@ def eval_sets(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Puzzles (and solutions, where the source has them) per tier; files are read without solving."""
     sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for t in args.tier_list():
-        real = real_sets.parse_spec(t) is not None
-        n = min(args.puzzles, len(real_sets.load_part(t, solve=False)[0]) // (args.seed + 1)) if real else args.puzzles
-        sets[t] = benchmark_set(t, args.seed, n)
+        sets[t] = benchmark_set(t, args.seed, benchmark_size(t, args.puzzles, args.seed + 1))
     for name, path in pairs(args.puzzle_file, "--puzzle-file").items():
         p, s = sudoku.load(path, solve=False)
         sets[name] = (p[: args.puzzles], None if s is None else s[: args.puzzles])

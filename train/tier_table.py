@@ -34,7 +34,7 @@ from agents.search_agent import SearchAgent
 from envs import real_sets, sudoku
 from train import cli
 from train.benchmark import DEFAULT_TIERS, drop_trained
-from train.held_out import BENCHMARK_SEED_OFFSET, benchmark_set
+from train.held_out import BENCHMARK_SEED_OFFSET, benchmark_set, benchmark_size
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
 
@@ -58,16 +58,14 @@ class Args:
 
 
 def peer_rate(seconds: float) -> float | None:
-    """py-sudoku's generator in puzzles/s, or None without the dev extra."""
+    """py-sudoku's generator in puzzles/s (:func:`train.bench_env.rate`), or None without the dev extra."""
     try:
-        from sudoku import Sudoku
+        import sudoku  # noqa: F401 - py-sudoku, the dev extra
     except ImportError:
         return None
-    t0, k = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        Sudoku(3, seed=k).difficulty(0.5)
-        k += 1
-    return k / (time.perf_counter() - t0)
+    from train.bench_env import py_sudoku_generate, rate
+
+    return rate(py_sudoku_generate, range(10**9), seconds)[0]
 
 
 def describe(puzzles: np.ndarray) -> dict[str, Any]:
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 real = real_sets.parse_spec(tier)
                 if real is None:
                     sudoku.generate(1, tier, seed=0)  # compile outside the timing
-                n = args.n if real is None else min(args.n, len(real_sets.load_part(tier, solve=False)[0]))
+                n = benchmark_size(tier, args.n, 1)
                 t0 = time.perf_counter()
                 p, s = benchmark_set(tier, 0, n)
                 rate = None if real else len(p) / (time.perf_counter() - t0)
