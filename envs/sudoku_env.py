@@ -103,7 +103,8 @@ class LatentReasoningSudokuEnv(gym.Env):
 
     A puzzle from the pool (random, or in order with ``order="sequential"``),
     optionally transformed by a random validity-preserving symmetry; ``a_0`` is the
-    puzzle itself and ``step = 0``. ``reset(options={"index": i})`` picks pool entry i.
+    puzzle itself and ``step = 0``. ``reset(options={"index": i})`` picks pool entry i; any other
+    option is refused (``ValueError``).
 
     ## Episode end
 
@@ -214,6 +215,9 @@ class LatentReasoningSudokuEnv(gym.Env):
         if seed is not None:
             self._cursor = 0
         n = len(self.pool)
+        unknown = sorted(set(options or {}) - {"index"})
+        if unknown:
+            raise ValueError(f"reset options {unknown} are not understood; the only option is 'index' (a pool entry)")
         if options and "index" in options:
             k = int(options["index"])
             if not 0 <= k < n:

@@ -7,6 +7,11 @@ of such an environment is its new episode's first one, and ``info["final_obs"]``
 holds the last observation of the episode that ended (rows where
 ``info["_final_obs"]`` is True). Every other ``info`` entry describes the transition
 just taken, before any reset.
+
+With ``backend="numpy"`` every array comes back as a numpy array on the host instead, which
+is what gymnasium's vector wrappers (``RecordEpisodeStatistics``, ``NormalizeReward``,
+``DictInfoToList``, ...) compute with; :mod:`envs.sb3_vec_env` adapts either backend to
+stable-baselines3.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -22,6 +28,31 @@ from envs import augmentation
 from envs.puzzle_pool import PuzzlePool, make_pool
 from envs.rules import cell_scores
 from envs.sudoku_env import check_settings, check_types, make_spaces
+
+BACKENDS = ("torch", "numpy")
+
+
+def to_numpy(x: Any) -> Any:
+    """Tensors (also inside dicts) as numpy arrays on the host; other values unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, dict):
+        return {k: to_numpy(v) for k, v in x.items()}
+    return x
+
+
+class TensorDict(spaces.Dict):
+    """A ``Dict`` space whose ``contains`` also takes values as torch tensors (on any device)."""
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(to_numpy(x))
+
+
+class TensorBox(spaces.Box):
+    """A ``Box`` space whose ``contains`` also takes a torch tensor (on any device)."""
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(to_numpy(x))
 
 
 class LatentReasoningSudokuVectorEnv(VectorEnv):
@@ -50,6 +81,13 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
     (advantage = return minus the group's mean) needs; per-cell baselines need the shared
     symmetry (cell ``i`` is the same cell in every episode), other uses gain diversity from
     one symmetry per episode. ``num_envs`` must be a multiple of ``K``.
+
+    Gymnasium conventions: ``observation_space`` and ``action_space`` are the batched spaces
+    (their ``contains`` takes tensors); ``gym.make_vec(..., max_episode_steps=M)`` truncates
+    episodes after ``min(M, max_steps)`` steps (the vector form of ``TimeLimit``);
+    ``reset(options={"reset_mask": m})`` starts new episodes only where the bool ``(N,)`` mask
+    ``m`` is True (the other environments keep their episodes); other options are refused.
+    ``backend="numpy"`` returns numpy arrays for gymnasium's numpy-based vector wrappers.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -76,13 +114,19 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         group_size: int = 1,
         cell_weight: float = 1.0,
         group_shares_symmetry: bool = True,
+        max_episode_steps: int | None = None,
+        backend: str = "torch",
     ) -> None:
         check_types(
             {"augment": augment, "teacher": teacher, "terminate_on_solve": terminate_on_solve,
              "group_shares_symmetry": group_shares_symmetry},
             {"num_envs": num_envs, "max_steps": max_steps, "pool_size": pool_size, "pool_seed": pool_seed,
-             "group_size": group_size},
+             "group_size": group_size, **({} if max_episode_steps is None else {"max_episode_steps": max_episode_steps})},
         )
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         check_settings(max_steps, reward_mode, step_cost, solve_bonus, order, cell_weight)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -99,6 +143,9 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.device = torch.device(device)
         self.max_steps = int(max_steps)
+        # truncation: the env's own step limit, or gymnasium's TimeLimit (make_vec(max_episode_steps=...)) if shorter
+        self.horizon = min(self.max_steps, int(max_episode_steps or self.max_steps))
+        self.backend = backend
         self.reward_mode = reward_mode
         self.step_cost = float(step_cost)
         self.solve_bonus = float(solve_bonus)
@@ -112,8 +159,9 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self.validate_actions = validate_actions
         self.render_mode = None
         self.single_observation_space, self.single_action_space = make_spaces(self.max_steps)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = TensorDict(batch_space(self.single_observation_space, self.num_envs).spaces)
+        actions = batch_space(self.single_action_space, self.num_envs)  # gymnasium batches MultiDiscrete to a Box
+        self.action_space = TensorBox(actions.low, actions.high, dtype=actions.dtype)
 
         self._pool_p = torch.as_tensor(self.pool.puzzles, dtype=torch.long, device=self.device)
         self._pool_s = (
@@ -200,8 +248,27 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         """Restore a state from :meth:`get_rng_state`; the next draws continue exactly from there."""
         self._gen.set_state(state)
 
+    def _reset_rows(self, options: dict[str, Any] | None) -> torch.Tensor:
+        """The environments a :meth:`reset` starts anew: all, or those of ``options["reset_mask"]``."""
+        unknown = sorted(set(options or {}) - {"reset_mask"})
+        if unknown:
+            raise ValueError(f"reset options {unknown} are not understood; the only option is 'reset_mask' "
+                             f"(a bool array of shape ({self.num_envs},))")
+        if not options or options.get("reset_mask") is None:
+            return torch.arange(self.num_envs, device=self.device)
+        mask = options["reset_mask"]
+        dtype = mask.dtype if isinstance(mask, (np.ndarray, torch.Tensor)) else None
+        if dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (self.num_envs,):
+            raise ValueError(f"options['reset_mask'] must be a bool array or tensor of shape ({self.num_envs},), got "
+                             f"{type(mask).__name__} {getattr(mask, 'dtype', '')} {tuple(getattr(mask, 'shape', ()))}")
+        if not self._started and not bool(mask.all()):
+            raise ValueError("the first reset() must start every environment: options['reset_mask'] must be all True")
+        return torch.as_tensor(mask, device=self.device).nonzero().squeeze(-1)
+
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        """Start a new episode in every environment; ``seed`` reseeds the device generator."""
+        """Start a new episode in every environment (or in those of ``options["reset_mask"]``);
+        ``seed`` reseeds the device generator."""
+        rows = self._reset_rows(options)
         if isinstance(seed, (list, tuple)):
             if len(seed) != 1:
                 raise ValueError(
@@ -212,13 +279,22 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
             self._gen.manual_seed(int(seed))
             self._np_random, self._np_random_seed = np.random.default_rng(seed), seed
             self._cursor = torch.arange(self.num_envs, device=self.device)
-        self._load(torch.arange(self.num_envs, device=self.device))
+        self._load(rows)
         self._started = True
         _, solved, conflicts = self._evaluate()
         info = self._info(solved, conflicts)
         if self.teacher:
             info["solution"] = self.solution
-        return self._obs(), info
+        return self._out(self._obs()), self._out(info)
+
+    def _out(self, x: Any) -> Any:
+        """What the caller gets: ``x`` as it is (torch backend) or as numpy copies (numpy backend)."""
+        if self.backend == "torch":
+            return x
+        host = to_numpy(x)  # on the CPU these share memory with the env's tensors: hand out copies
+        if isinstance(host, dict):
+            return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in host.items()}
+        return host.copy()
 
     def step(self, actions: Any):
         """Apply ``actions (N, 82)``; see the class docstring for what comes back."""
@@ -244,13 +320,13 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         reward = self.cell_weight * (new_score - self._score).float() / self._blanks + bonus - self.step_cost
         self._score, self._solved, self._cells = new_score, solved, cells
         terminated = (solved & self.terminate_on_solve) | (a[:, 81] == 1)
-        truncated = (self.t >= self.max_steps) & ~terminated
+        truncated = (self.t >= self.horizon) & ~terminated
         info = self._info(solved, conflicts)
         info["cell_reward"] = cell_reward
         done = terminated | truncated
-        info["final_obs"] = self._obs()
+        info["final_obs"] = self._out(self._obs())
         info["_final_obs"] = done
         self._load(done.nonzero().squeeze(-1))
         if self.teacher:
             info["solution"] = self.solution
-        return self._obs(), reward, terminated, truncated, info
+        return tuple(self._out(x) for x in (self._obs(), reward, terminated, truncated)) + (self._out(info),)

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from agents.runner import run_episodes, summarize
 from agents.sb3_agent import SB3Agent
-from envs.sudoku_env import LatentReasoningSudokuEnv
+from envs.sb3_vec_env import SB3VecEnv
+from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train import cli
 from train.held_out import Split, split
 from train.run_folder import Budget, Cadence, RunArgs, RunFolder, RunFolderBusy, run_info, seed_everything
@@ -30,7 +31,7 @@ class Args(RunArgs):
     out: str = "runs/sb3_ppo"  # run folder: model.zip, tb/, run.json, metrics.json
     timesteps: int = 10**9  # env-step budget (the clock usually stops first)
     pool_size: int = 2048  # generated training puzzles
-    num_envs: int = 8  # SB3's vectorised copies of the env
+    num_envs: int = 8  # environments of the batched env SB3 steps together
     max_steps: int = 6  # steps per episode (the policy's step observation has max_steps + 1 values)
     step_cost: float = 0.02  # reward paid per step
     reward_mode: Literal["solution", "verifier"] = "solution"  # the env's reward
@@ -63,14 +64,16 @@ def save_model(model: Any, path: Path) -> None:
 
 
 def make_model(args: Args, data: Split, run: RunFolder) -> Any:
-    """A fresh PPO, or the one in ``OUT/model.zip`` with ``--resume``, on SB3's vector env of the training pool."""
+    """A fresh PPO, or the one in ``OUT/model.zip`` with ``--resume``, on the batched env of the training pool
+    (through :class:`envs.sb3_vec_env.SB3VecEnv`, with SB3's episode monitor)."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecMonitor
 
-    env_kw = {"pool": data.train, "augment": True, "max_steps": args.max_steps, "step_cost": args.step_cost}
-    env_kw["reward_mode"] = args.reward_mode
-    venv = make_vec_env(LatentReasoningSudokuEnv, n_envs=args.num_envs, seed=args.seed, env_kwargs=env_kw)
+    env = LatentReasoningSudokuVectorEnv(num_envs=args.num_envs, pool=data.train, augment=True, max_steps=args.max_steps,
+                                         step_cost=args.step_cost, reward_mode=args.reward_mode)
+    venv = VecMonitor(SB3VecEnv(env))
+    venv.seed(args.seed)
     if args.resume:
         model = PPO.load(run.path / "model.zip", env=venv, device=args.device)
     else:
