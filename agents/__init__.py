@@ -4,7 +4,8 @@
 
 * ``random``, ``propagation``, ``solver``: no checkpoint;
 * ``onepass``, ``trm``, ``dis``: a checkpoint of ``train/train_onepass.py``, ``train_trm.py``,
-  ``train_dis.py`` (default ``runs/<name>/checkpoint.pt``);
+  ``train_dis.py`` (default ``runs/<name>/checkpoint.pt``), or a pretrained folder of one
+  (``config.json`` + ``model.safetensors``, :mod:`trm.pretrained`): every model agent takes either;
 * ``trm+halt``: the TRM checkpoint's model halting by its Q head (TRM's own halting);
 * ``ppo_recursion``: the RL-trained recursive policy of ``train/ppo_recursion.py``, halting
   by its Q head (default ``runs/ppo_recursion/checkpoint.pt``);
@@ -47,7 +48,7 @@ def checkpoint_path(name: str, checkpoints: dict[str, str] | None = None) -> str
 
 def available(checkpoints: dict[str, str] | None = None) -> list[str]:
     """Names that can be built now: rule-based ones, and those whose checkpoint exists."""
-    return list(RULE_BASED) + [n for n in DEFAULT_CHECKPOINTS if Path(checkpoint_path(n, checkpoints)).is_file()]
+    return list(RULE_BASED) + [n for n in DEFAULT_CHECKPOINTS if Path(checkpoint_path(n, checkpoints)).exists()]
 
 
 def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **kw: Any) -> Agent:
@@ -57,7 +58,7 @@ def make_agent(name: str, checkpoint: str | None = None, device: str = "cpu", **
     if name not in DEFAULT_CHECKPOINTS:
         raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(NAMES)}")
     path = checkpoint or DEFAULT_CHECKPOINTS[name]
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise FileNotFoundError(f"agent {name!r}: checkpoint {path} does not exist; available now: {', '.join(available())}")
     if name == "sb3_ppo":
         from agents.sb3_agent import SB3Agent

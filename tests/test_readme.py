@@ -182,6 +182,14 @@ def test_the_quick_start_solves_puzzles_with_a_checkpoint(tiny_dis_checkpoint, c
     assert "solved:" in out and "forward passes each" in out
 
 
+def test_the_sharing_snippet_exports_a_folder_an_agent_loads(tiny_dis_checkpoint, tmp_path):
+    code = python_block("export_checkpoint(")
+    code = code.replace('"runs/dis/checkpoint.pt"', repr(tiny_dis_checkpoint)).replace('"models/dis"', repr(str(tmp_path / "m")))
+    scope: dict = {}
+    exec(compile("from agents import make_agent\n" + code, "README.md: sharing a model", "exec"), scope)
+    assert scope["agent"].name == "dis" and (tmp_path / "m" / "model.safetensors").is_file()
+
+
 # ----------------------------------------------------------------------------- the README's commands and defaults
 
 README_COMMANDS = commands_in(README)

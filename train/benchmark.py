@@ -50,7 +50,7 @@ from train import cli
 from train.held_out import benchmark_set, benchmark_size, trained_grids
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
-from trm.checkpoint import atomic_write, load_checkpoint
+from trm.checkpoint import atomic_write, load_checkpoint, load_model
 
 DEFAULT_TIERS = list(sudoku.TIERS) + [f"{name}:test" for name in real_sets.REAL_SETS]
 COLUMNS = ["agent", "tier", "solve_rate", "solve_lo", "solve_hi", "cell_accuracy", "cell_lo", "cell_hi"]
@@ -157,7 +157,10 @@ def drop_trained(sets: dict[Any, tuple[np.ndarray, np.ndarray]], paths: set[str]
     and which checkpoints record no training grids (older ones, SB3's zip)."""
     grids, unknown = [], []
     for path in sorted(paths):
-        g = trained_grids(load_checkpoint(path)) if path.endswith(".pt") else None
+        if path.endswith(".zip"):
+            g = None
+        else:  # a checkpoint, or a pretrained folder (its train_grids.npy)
+            g = trained_grids(load_model(path)[1] if Path(path).is_dir() else load_checkpoint(path))
         if g is None:
             unknown.append(path)
         else:

@@ -35,6 +35,7 @@ from train.held_out import benchmark_set, benchmark_size
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
 from trm.checkpoint import atomic_write
+from trm.pretrained import check_model_path
 
 
 @dataclass
@@ -54,8 +55,7 @@ class Args:
     device: str = "cpu"  # device of the environments and the network
 
     def validate(self) -> None:
-        if not Path(self.checkpoint).is_file():
-            raise ValueError(f"--checkpoint {self.checkpoint}: no such file")
+        check_model_path(self.checkpoint, "--checkpoint")
         if self.puzzles < 1 or self.chunk < 1:
             raise ValueError("--puzzles and --chunk must be at least 1")
         try:

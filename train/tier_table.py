@@ -37,6 +37,7 @@ from train.benchmark import DEFAULT_TIERS, drop_trained
 from train.held_out import BENCHMARK_SEED_OFFSET, benchmark_set, benchmark_size
 from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
 from train.stats import bootstrap_ci
+from trm.pretrained import check_model_path
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Args:
     def validate(self) -> None:
         if self.n < 1 or self.k < 1 or self.chunk < 1:
             raise ValueError("--n, --k and --chunk must be at least 1")
-        if self.checkpoint and not Path(self.checkpoint).is_file():
-            raise ValueError(f"--checkpoint {self.checkpoint}: no such file")
+        if self.checkpoint:
+            check_model_path(self.checkpoint, "--checkpoint")
         check_device(self.device)
 
 

@@ -88,7 +88,16 @@ def model_weights(payload: dict[str, Any], ema: bool = True) -> dict[str, torch.
 
 
 def load_model(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, ema: bool = True) -> tuple[TRM, dict]:
-    """The :class:`TRM` stored in a checkpoint (on the CPU) and the checkpoint itself."""
+    """The :class:`TRM` stored in a checkpoint (on the CPU) and the checkpoint itself.
+
+    ``path`` may also be a pretrained folder (:mod:`trm.pretrained`: ``config.json`` +
+    ``model.safetensors``); its weights are the ones chosen when it was written, so ``ema`` is
+    not used, and the dict returned is its ``config.json`` (with ``kind``, ``config`` and, when
+    recorded, ``train_grids``)."""
+    if Path(path).is_dir():
+        from trm.pretrained import from_pretrained  # it builds on this module
+
+        return from_pretrained(path, kind)
     payload = load_checkpoint(path, kind)
     model = TRM(TRMConfig.from_dict(payload["config"]))
     model.load_state_dict(model_weights(payload, ema))

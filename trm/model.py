@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -290,3 +291,17 @@ class TRM(nn.Module):
 
     def reset_counter(self) -> None:
         self.net.sample_calls = 0
+
+    def save_pretrained(self, directory: str, *, kind: str, **kw: Any) -> Any:
+        """Write this model as a shareable folder (``config.json`` + ``model.safetensors``); see
+        :func:`trm.pretrained.save_pretrained` for ``kind`` and the other keywords."""
+        from trm.pretrained import save_pretrained
+
+        return save_pretrained(directory, self, kind=kind, **kw)
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> TRM:
+        """The model of a folder written by :meth:`save_pretrained` (CPU, eval mode); no code in it runs."""
+        from trm.pretrained import from_pretrained
+
+        return from_pretrained(directory)[0]
