@@ -39,8 +39,9 @@ def make_pool(
 
     ``puzzles`` may be the name of a real collection (``"sudoku17"``, ``"top1465:test"``;
     see :mod:`envs.real_sets`), a file path (see :func:`envs.sudoku.load`), an array of
-    puzzles, or a pair ``(puzzles, solutions)``. Without solutions and with ``need_solutions``
-    each puzzle is solved and must have exactly one solution; without
+    puzzles, or a pair ``(puzzles, solutions)`` (each puzzle's only solution: one that does not
+    solve it, or a puzzle with several, is refused). Without solutions and with
+    ``need_solutions`` each puzzle is solved and must have exactly one solution; without
     ``need_solutions`` (verifier reward, no teacher) no solution is computed or read.
     """
     if puzzles is None:
@@ -78,6 +79,9 @@ def make_pool(
         ok = sudoku.is_solution(p, s)
         if not np.all(ok):
             raise ValueError(f"solutions[{int(np.flatnonzero(~ok)[0])}] does not solve its puzzle")
+        several = np.flatnonzero(sudoku.count_solutions(p, 2) > 1)
+        if several.size:  # the reward would call every other valid answer wrong
+            raise ValueError(f"puzzles[{int(several[0])}] has several solutions; exactly one is required")
     elif need_solutions:
         counts = sudoku.count_solutions(p, 2)
         bad_k = np.flatnonzero(counts != 1)

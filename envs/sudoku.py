@@ -34,6 +34,7 @@ import csv
 import gzip
 import os
 import re
+import stat
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -216,14 +217,17 @@ def count_solutions(puzzle: Any, limit: int = 2) -> int | np.ndarray:
 def rate(puzzle: Any) -> int | np.ndarray:
     """Guesses the search needs to solve ``puzzle`` and prove it unique; 0 when singles solve it.
 
-    A puzzle whose givens conflict, or that has no solution, has no rating: ``ValueError``.
+    A puzzle whose givens conflict, that has no solution or that has several (the count
+    of guesses proves uniqueness, so it is defined for proper puzzles only) has no rating:
+    ``ValueError``.
     """
     counts, guesses, _, single = _search(puzzle, 2)
     g = as_grids(puzzle, name="puzzle").reshape(-1, 81)
-    bad = np.flatnonzero(conflict_mask(g).any(-1) | (counts == 0))
+    bad = np.flatnonzero(conflict_mask(g).any(-1) | (counts != 1))
     if bad.size:
         k = int(bad[0])
-        what = "givens conflict" if conflict_mask(g[k]).any() else "it has no solution"
+        what = ("givens conflict" if conflict_mask(g[k]).any() else
+                "it has no solution" if counts[k] == 0 else "it has several solutions")
         raise ValueError(f"cannot rate puzzle{'' if single else f' [{k}]'}: {what}")
     return int(guesses[0]) if single else guesses
 
@@ -267,6 +271,8 @@ def generate(n: int, difficulty: str = "easy", seed: int = 0, *, max_tries: int 
 def _read_lines(path: str | os.PathLike) -> tuple[str, list[str]]:
     """The file's lines, UTF-8 with or without a byte-order mark; other encodings raise ``ValueError`` naming the file."""
     path = os.fspath(path)
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+        raise ValueError(f"{path}: not a regular file (a folder, FIFO or device); puzzles are read from plain files")
     with open(path, "rb") as f:
         raw = f.read()
     if path.endswith(".gz"):
@@ -275,9 +281,12 @@ def _read_lines(path: str | os.PathLike) -> tuple[str, list[str]]:
         except (OSError, EOFError) as e:
             raise ValueError(f"{path}: not a readable gzip file ({e})") from None
     try:
-        return path, raw.decode("utf-8-sig").splitlines()
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start}); puzzle files are UTF-8") from None
+    # lines end at "\n" (or "\r\n") only: str.splitlines would also break at form feeds and other
+    # separators, and the line numbers in error messages would no longer be those of an editor
+    return path, [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
 
 
 def _parse_line(text: str, path: str, lineno: int, check: bool = True) -> np.ndarray:
@@ -314,6 +323,9 @@ def load(path: str | os.PathLike, *, solve: bool = True) -> tuple[np.ndarray, np
     if "question" in header or "answer" in header:  # a CSV: columns found by their names, in any order
         if "question" not in header or "answer" not in header:
             raise ValueError(f"{path}:1: CSV header must name 'question' and 'answer', got {first!r}")
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise ValueError(f"{path}:1: CSV header names {', '.join(map(repr, repeated))} more than once")
         qi, ai = header.index("question"), header.index("answer")
         start = lines.index(first) + 1
         for lineno, row in enumerate(csv.reader(lines[start:]), start=start + 1):

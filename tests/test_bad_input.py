@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from envs import sudoku
 from envs.sudoku_env import LatentReasoningSudokuEnv
@@ -189,9 +195,10 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def _script_parsers():
-    from train import benchmark, cli, ppo_recursion, sb3_ppo, supervised
+    from train import benchmark, cli, compare_supervision, ppo_recursion, sb3_ppo, supervised
 
     return {
+        "compare": lambda argv: cli.parse(compare_supervision.Args, argv),
         "dis": lambda argv: supervised.parse_args("dis", argv),
         "trm": lambda argv: supervised.parse_args("trm", argv),
         "ppo": ppo_recursion.parse_args,
@@ -228,6 +235,19 @@ CLI = [
     ("bench", ["--puzzle-file", "noequals"], "--puzzle-file expects NAME=PATH, got 'noequals'"),
     ("bench", ["--guidance", "a,b"], "--guidance must be comma-separated numbers"),
     ("sb3", ["--num-envs", "0"], "--num-envs must be at least 1, got 0"),
+    ("dis", ["--seed", "-1"], "--seed must lie in [0, 2**32), got -1"),
+    ("dis", ["--seed", str(2**40)], "--seed must lie in [0, 2**32)"),
+    ("dis", ["--pool-size", "10000000000"], "--pool-size and --eval-size: about"),
+    ("dis", ["--eval-size", "10000000000"], "GiB of memory needed; this machine has"),
+    ("dis", ["--hidden", "10000000"], "the model (--hidden, --layers, --expansion) and --batch-size: about"),
+    ("ppo", ["--num-envs", "100000000000"], "--num-envs: about"),
+    ("bench", ["--guidance", "0,nan"], "--guidance must be finite numbers"),
+    ("bench", ["--puzzle-file", "f=a.txt", "--puzzle-file", "f=b.txt"], "--puzzle-file names 'f' twice"),
+    ("bench", ["--puzzle-file", "easy=a.txt"], "'easy' is the name of a tier or collection"),
+    ("bench", ["--seed", str(2**32)], "--seed must lie in [0, 2**32)"),
+    ("compare", ["--resume"], "--resume: no run to continue under"),
+    ("compare", ["--seeds", "0,-3"], "--seed must lie in [0, 2**32), got -3"),
+    *([("dis", ["--device", "mps"], "no MPS (Apple GPU) support")] if not torch.backends.mps.is_available() else []),
     ("sb3", ["--resume"], "--resume: no checkpoint at"),
 ]
 
@@ -249,3 +269,91 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _script_parsers()["dis"](["--out", str(tmp_path / "afile")])
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / argv[0]), *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train/benchmark.py", "--agents", "random", "--tiers", "easy"],
+    ["train/search_curve.py", "--checkpoint", "{ck}"],
+    ["train/tier_table.py"],
+    ["train/ppo_recursion.py"],
+    ["train/sb3_ppo.py"],
+], ids=lambda a: a[0])
+def test_every_script_refuses_an_out_that_is_a_file(tmp_path, tiny_dis_checkpoint, argv):
+    (tmp_path / "afile").write_text("kept")
+    r = _script(tmp_path, *[a.format(ck=tiny_dis_checkpoint) for a in argv], "--out", "afile")
+    assert r.returncode == 2 and "--out afile: exists and is not a folder" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "afile").read_text() == "kept"
+
+
+def test_search_curve_refuses_infinite_sampling_settings(tmp_path, tiny_dis_checkpoint):
+    for flag, value in (("--temperature", "inf"), ("--temperature", "0"), ("--latent-noise", "nan")):
+        r = _script(tmp_path, "train/search_curve.py", "--checkpoint", tiny_dis_checkpoint, flag, value, "--out", "c")
+        assert r.returncode == 2 and f"{flag} must be a finite number" in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("script", ["train/train_dis.py", "train/ppo_recursion.py", "train/sb3_ppo.py"])
+def test_a_bad_puzzle_file_stops_a_run_with_one_line_and_no_folder(tmp_path, script):
+    (tmp_path / "bad.txt").write_text("." * 81 + "\n" + "4" * 2 + "." * 79 + "\n")
+    r = _script(tmp_path, script, "--puzzles", "bad.txt", "--out", "deep/run", "--minutes", "0.05")
+    assert r.returncode == 2 and "bad.txt:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "deep").exists()  # neither the run folder nor the parent it would have made
+
+
+def test_a_resume_names_a_corrupt_run_record_and_another_start(tmp_path, tiny_dis_checkpoint, capsys):
+    from train import supervised
+
+    run = tmp_path / "run"
+    tiny = ["--steps", "1", "--pool-size", "64", "--eval-size", "8", "--hidden", "16", "--layers", "1", "--batch-size", "8",
+            "--checkpoint-every", "0"]
+    supervised.train(supervised.parse_args("dis", ["--out", str(run), *tiny]))
+    with pytest.raises(SystemExit):  # the run started from scratch: a resume may not name a start
+        supervised.main("dis", "", ["--out", str(run), "--resume", "--init-from", tiny_dis_checkpoint, *tiny])
+    assert "--init-from: none -> " in capsys.readouterr().err
+    (run / "run.json").write_text('{\n  "config": oops\n}')
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(SystemExit):
+        supervised.parse_args("dis", ["--out", str(run), "--resume", *tiny])
+    assert f"{run / 'run.json'} line 2: not valid JSON" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_library_refusals_of_puzzles_that_are_not_proper(tmp_path):
+    from envs.sudoku_env import LatentReasoningSudokuEnv
+
+    s = EASY[1][:1]
+    p = s.copy()
+    p[0, :40] = 0  # 41 givens left in their rows: many completions
+    assert sudoku.count_solutions(p[0], 2) == 2
+    with pytest.raises(ValueError, match=r"puzzles\[0\] has several solutions"):
+        LatentReasoningSudokuEnv(puzzles=(p, s))
+    with pytest.raises(ValueError, match="it has several solutions"):
+        sudoku.rate(p[0])
+
+
+def test_puzzle_files_that_are_not_plain_or_have_odd_lines(tmp_path):
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        sudoku.load(fifo)  # would block forever on open()
+    with pytest.raises(ValueError, match="not a regular file"):
+        sudoku.load(tmp_path)
+    good = sudoku.format(EASY[0][:1])[0]
+    f = tmp_path / "ff.txt"
+    f.write_text(good + "\f\n" + CLASH + "\n")  # a form feed inside line 1: line 2 is still line 2
+    with pytest.raises(ValueError, match=r"ff.txt:2: givens conflict"):
+        sudoku.load(f)
+    c = tmp_path / "dup.csv"
+    c.write_text("question,answer,answer\n" + good + "," + sudoku.format(EASY[1][:1])[0] * 0 + "x,y\n")
+    with pytest.raises(ValueError, match=r"dup.csv:1: CSV header names 'answer' more than once"):
+        sudoku.load(c)

@@ -238,6 +238,10 @@ def test_sb3_ppo_script_saves_a_model_the_agent_loads(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main([*args, "--resume"])
     assert "--trust-sb3" in str(stop.value) + capsys.readouterr().err
+    for other in (["--seed", "1"], ["--step-cost", "0.5"], ["--difficulty", "hard"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--resume", "--trust-sb3", *other])
+        assert stop.value.code == 2 and f"{other[0][2:].replace('-', '_')}:" in capsys.readouterr().err
     again = main([*args, "--resume", "--trust-sb3"])
     assert again["env_steps"] > m["env_steps"]  # the resumed model keeps its step count and adds to it
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

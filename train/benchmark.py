@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,16 @@ from agents.runner import run_episodes
 from envs import canonical, real_sets, sudoku
 from train import cli
 from train.held_out import benchmark_set, benchmark_size, trained_grids
-from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
+from train.run_folder import (
+    RunFolder,
+    RunFolderBusy,
+    atomic_write_json,
+    atomic_write_text,
+    check_device,
+    check_seed,
+    check_writable,
+    run_info,
+)
 from train.stats import bootstrap_ci
 from trm.checkpoint import atomic_write, load_checkpoint, load_model
 
@@ -82,10 +92,14 @@ class Args:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         check_tiers(self.tier_list(), self.puzzle_file)
         try:
-            [float(w) for w in self.guidance.split(",")]
+            ws = [float(w) for w in self.guidance.split(",")]
         except ValueError:
             raise ValueError(f"--guidance must be comma-separated numbers, got {self.guidance!r}") from None
+        if not all(math.isfinite(w) for w in ws):
+            raise ValueError(f"--guidance must be finite numbers, got {self.guidance!r}")
+        check_seed(self.seed, self.seeds)
         check_device(self.device)
+        check_writable(self.out)
 
     def tier_list(self) -> list[str]:
         return [t for t in self.tiers.split(",") if t]
@@ -102,6 +116,9 @@ def check_tiers(tiers: list[str], puzzle_file: list[str]) -> None:
         raise ValueError(f"--tiers lists {', '.join(repeated)} more than once")
     files = pairs(puzzle_file, "--puzzle-file")
     for name, path in files.items():
+        if name in sudoku.TIERS or real_sets.parse_spec(name) is not None or name in tiers:
+            raise ValueError(f"--puzzle-file {name}={path}: {name!r} is the name of a tier or collection; name the file's "
+                             "set something else")
         if not Path(path).is_file():
             raise ValueError(f"--puzzle-file {name}={path}: no such file")
     if not tiers and not files:
@@ -115,6 +132,8 @@ def pairs(items: list[str], option: str) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise ValueError(f"{option} expects NAME=PATH, got {item!r}")
+        if name in out:
+            raise ValueError(f"{option} names {name!r} twice ({out[name]} and {value}); give each name once")
         out[name] = value
     return out
 
@@ -333,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
         given = pairs(args.checkpoint, "--checkpoint")
         overlap = drop_trained(sets, {agents.checkpoint_path(n, given) for n in built if n in agents.DEFAULT_CHECKPOINTS})
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     tiers = args.tier_list() + list(pairs(args.puzzle_file, "--puzzle-file"))
     args.plot_tier = args.plot_tier or tiers[min(1, len(tiers) - 1)]
     max_steps = max([args.max_steps] + [a.max_steps for a in built.values() if a.max_steps is not None])
@@ -343,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
         with RunFolder(out, catch_signals=False):  # one live benchmark per folder; Ctrl-C stops it, writing nothing
             payload = play_and_write(args, built, sets, tiers, seeds, max_steps, overlap)
     except RunFolderBusy as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     print(
         f"\n{markdown(payload['rows'], payload['timing'], payload['settings'])}\nwrote {out}/table.md, results.csv, "
         f"timing.csv, results.json and plots in {time.perf_counter() - t_all:.0f} s"

@@ -252,6 +252,15 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def input_error(error: BaseException | str) -> NoReturn:
+    """Stop a script on bad input found after parsing (a puzzle file's line, a checkpoint of another kind,
+    a folder in use): ``prog: error: <message>`` on one line, exit code 2, as for a bad option."""
+    one_line = " ".join(str(error).splitlines())
+    sys.stderr.write(f"{_prog()}: error: {one_line}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
 def _tyro(cls: type, args: list[str], defaults: Any, console_outputs: bool) -> Any:
     return tyro.cli(
         cls,

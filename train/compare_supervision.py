@@ -23,14 +23,13 @@ Example: ``python train/compare_supervision.py --difficulty easy --minutes 5 --s
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from train import cli, supervised
-from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text
+from train.run_folder import Diverged, RunArgs, RunFolderBusy, atomic_write_json, atomic_write_text, check_seed, read_json
 from train.stats import seed_interval
 
 
@@ -53,13 +52,15 @@ class Args(RunArgs):
     trm_n: int = -1  # TRM's z updates per latent recursion (-1: its default, 6)
 
     def validate(self) -> None:
-        super().validate()
         try:
             seeds = [int(s) for s in self.seeds.split(",")]
         except ValueError:
             raise ValueError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from None
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds repeats a seed: {self.seeds!r}")
+        for s in seeds:
+            check_seed(s)
+        super().validate()
         if self.dis_eval_every < 0 or self.trm_eval_every < 1:
             raise ValueError("--dis-eval-every must be at least 0 and --trm-eval-every at least 1")
         for name in ("hidden", "layers", "trm_batch_size", "dis_batch_size", "trm_steps", "dis_steps", "trm_n_sup", "trm_T"):
@@ -67,6 +68,13 @@ class Args(RunArgs):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.trm_n < -1:
             raise ValueError(f"--trm-n must be >= 0 (or -1: the default), got {self.trm_n}")
+
+    def check_resumable(self) -> None:
+        """The comparison's runs are ``OUT/seed{S}/{trm,dis}``: ``--resume`` continues those that have a checkpoint."""
+        out = Path(self.out)
+        found = [s for s in self.seed_list() for m in ("trm", "dis") if (out / f"seed{s}" / m / "checkpoint.pt").is_file()]
+        if not found:
+            raise ValueError(f"--resume: no run to continue under {self.out} (seed{{S}}/trm or seed{{S}}/dis with a checkpoint)")
 
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds.split(",")]
@@ -159,7 +167,7 @@ def run_pair(args: Args, seed: int) -> dict[str, dict[str, Any]]:
     pair = {}
     for scheme in ("trm", "dis"):
         folder = Path(args.out) / f"seed{seed}" / scheme
-        done = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
+        done = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
         if done is not None and not done.get("interrupted") and not args.overwrite:
             print(f"seed {seed}: reusing {folder}", flush=True)
             pair[scheme] = done
@@ -178,8 +186,10 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, dict]]:
     try:
         for seed in args.seed_list():
             runs[seed] = run_pair(args, seed)
-    except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
+    except Diverged as e:
         raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
+        cli.input_error(e)
     text = table(runs)
     print(text)
     data = args.puzzles or f"generated {args.difficulty}"

@@ -50,7 +50,7 @@ from trm.model import TRM
 
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "reward_mode", "step_cost", "solve_bonus")
 FIXED_ON_RESUME += ("num_envs", "lr", "terminate_on_solve", "policy_dist", "temperature", "group_size", "replay_size")
-FIXED_ON_RESUME += ("verifier_cell_weight", "expert_search", "ema_decay")
+FIXED_ON_RESUME += ("verifier_cell_weight", "expert_search", "ema_decay", "init_from")
 
 
 @dataclass

@@ -11,11 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from train import cli
+from train.run_folder import read_json
 from trm.checkpoint import atomic_write
 
 
@@ -41,7 +41,7 @@ class Args:
 
 def load_curve(path: Path) -> list[dict]:
     """The learning-curve points of a run folder, in batch order; raises ``ValueError`` if it has none."""
-    m = json.loads((path / "metrics.json").read_text())
+    m = read_json(path / "metrics.json")
     curve = sorted(m.get("curve", []), key=lambda p: p["batch"])
     if not curve:
         raise ValueError(f"{path / 'metrics.json'} holds no learning curve (train with --eval-every N)")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         curves = {spec.partition("=")[0]: load_curve(Path(spec.partition("=")[2])) for spec in args.run}
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     for label, curve in curves.items():
         ax_t.plot([p["wall_seconds"] / 60 for p in curve], [p["solve_rate"] for p in curve], marker=".", label=label)
         ax_n.plot([p["puzzles_seen"] for p in curve], [p["solve_rate"] for p in curve], marker=".", label=label)

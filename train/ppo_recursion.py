@@ -65,7 +65,7 @@ from trm.model import TRM
 # settings that define the data or the objective: a --resume must keep them
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "objective", "reward_mode", "step_cost")
 FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_solve", "gamma", "gae_lambda")
-FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "verifier_cell_weight", "ema_decay")
+FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "verifier_cell_weight", "ema_decay", "init_from")
 
 
 @dataclass

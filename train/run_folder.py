@@ -83,14 +83,56 @@ class RunArgs:
             raise ValueError("--out must name a folder, got an empty string")
         if self.resume and self.overwrite:
             raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one of them")
-        if self.resume and not (Path(self.out) / self.checkpoint_file).is_file():
-            raise ValueError(f"--resume: no checkpoint at {Path(self.out) / self.checkpoint_file}")
+        if self.resume:
+            self.check_resumable()
         held = [n for n in (self.checkpoint_file, "run.json", "metrics.json") if (Path(self.out) / n).is_file()]
         if held and not self.resume and not self.overwrite:
             raise ValueError(f"--out {self.out} holds a run ({', '.join(held)}): add --resume to continue it or "
                              "--overwrite to replace it")
+        check_seed(self.seed)
+        if self.resume and (Path(self.out) / "run.json").is_file():
+            read_json(Path(self.out) / "run.json")  # a corrupt one is named now, not after training
+        # the pool and held-out puzzles as int64 tensors with their solutions (the env's copies), x4 for working copies
+        check_memory((self.pool_size + self.eval_size) * 81 * 8 * 2 * 4, "--pool-size and --eval-size")
         check_device(self.device)
         check_writable(self.out)
+
+
+    def check_resumable(self) -> None:
+        """``--resume`` needs the checkpoint it continues (a script whose run is several folders overrides this)."""
+        if not (Path(self.out) / self.checkpoint_file).is_file():
+            raise ValueError(f"--resume: no checkpoint at {Path(self.out) / self.checkpoint_file}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; ``ValueError`` naming the file and line when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+
+
+def check_seed(seed: int, count: int = 1) -> None:
+    """Seeds ``seed .. seed + count - 1`` must be what numpy's and torch's generators take: [0, 2**32)."""
+    if not (0 <= seed and seed + count - 1 < 2**32):
+        raise ValueError(f"--seed must lie in [0, 2**32){' with its --seeds' if count > 1 else ''}, got {seed}")
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM this machine has (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse, before anything is allocated, settings whose estimated memory exceeds this machine's RAM."""
+    ram = physical_memory()
+    if ram is not None and nbytes > ram:
+        raise ValueError(f"{what}: about {nbytes / 2**30:,.0f} GiB of memory needed; this machine has {ram / 2**30:,.0f} GiB")
 
 
 def check_device(device: str) -> None:
@@ -105,6 +147,8 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
     if d.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {device}: unsupported device type {d.type!r}")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build or machine has no MPS (Apple GPU) support")
 
 
 def check_writable(out: str) -> None:
@@ -279,6 +323,7 @@ class RunFolder:
         self.catch_signals = catch_signals
         self.stop_requested = False
         self._lock_fd: int | None = None
+        self._created: Path | None = None
         self._writer: Any = None
         self._old_handlers: dict[int, Any] = {}
 
@@ -288,6 +333,10 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         if self.lead:
+            top = self.path.absolute()  # the outermost folder this run creates (None: it existed)
+            while not top.parent.exists():
+                top = top.parent
+            self._created = None if top.exists() else top
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
         self._catch_signals()
@@ -305,6 +354,14 @@ class RunFolder:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
+        failed = exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, RunFolderBusy))  # type: ignore[arg-type]
+        if failed and self._created is not None and not self._holds_results():
+            shutil.rmtree(self._created, ignore_errors=True)  # a run that stopped on bad input leaves nothing behind
+
+    def _holds_results(self) -> bool:
+        """Whether the folder holds anything a run produced beyond its lock and its (empty) event folder."""
+        return any(p.is_file() and p.name != "run.lock" and "tb" not in p.relative_to(self.path).parts[:1]
+                   for p in self.path.rglob("*"))
 
     def _lock(self) -> None:
         fd = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -361,7 +418,7 @@ class RunFolder:
         self.clear_old()
         path = self.path / "run.json"
         if resumed and path.is_file():
-            first = json.loads(path.read_text())
+            first = read_json(path)
             first.setdefault("resumes", []).append({k: info[k] for k in ("command", "git_commit", "versions", "device")})
             info = first
         atomic_write_json(path, info)

@@ -22,8 +22,11 @@ from envs.sb3_vec_env import SB3VecEnv
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train import cli
 from train.held_out import Split, split
-from train.run_folder import Budget, Cadence, RunArgs, RunFolder, RunFolderBusy, run_info, seed_everything
-from trm.checkpoint import atomic_write
+from train.run_folder import Budget, Cadence, RunArgs, RunFolder, RunFolderBusy, read_json, run_info, seed_everything
+from trm.checkpoint import atomic_write, config_mismatch
+
+FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "num_envs", "max_steps", "step_cost",
+                   "reward_mode")
 
 
 @dataclass
@@ -47,6 +50,20 @@ class Args(RunArgs):
         for name in ("timesteps", "num_envs", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.resume:
+            self.check_same_run()
+
+    def check_same_run(self) -> None:
+        """``--resume`` continues the run in OUT: its data and environment settings must be the ones it started with."""
+        path = Path(self.out) / "run.json"
+        if not path.is_file():
+            raise ValueError(f"--resume: {path} is missing, so the run's settings cannot be checked")
+        saved = (read_json(path).get("config") or {}).get("sb3_ppo")
+        if not isinstance(saved, dict):
+            raise ValueError(f"--resume: {path} is not the record of a train/sb3_ppo.py run")
+        diff = config_mismatch({k: saved.get(k) for k in FIXED_ON_RESUME}, {k: getattr(self, k) for k in FIXED_ON_RESUME})
+        if diff:
+            raise ValueError(f"--resume: {self.out} was trained with other settings: " + "; ".join(diff))
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -131,6 +148,6 @@ if __name__ == "__main__":
     try:
         m = main()
     except (ValueError, FileNotFoundError, RunFolderBusy) as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     if m["interrupted"]:
         raise SystemExit(130)

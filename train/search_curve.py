@@ -19,6 +19,7 @@ Example: ``python train/search_curve.py --checkpoint runs/dis/checkpoint.pt --ti
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,16 @@ from envs import sudoku
 from train import cli
 from train.benchmark import DEFAULT_TIERS, check_tiers, drop_trained, pairs
 from train.held_out import benchmark_set, benchmark_size
-from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
+from train.run_folder import (
+    RunFolder,
+    RunFolderBusy,
+    atomic_write_json,
+    atomic_write_text,
+    check_device,
+    check_seed,
+    check_writable,
+    run_info,
+)
 from train.stats import bootstrap_ci
 from trm.checkpoint import atomic_write
 from trm.pretrained import check_model_path
@@ -65,9 +75,13 @@ class Args:
         if not ks or min(ks) < 1:
             raise ValueError(f"--ks must list integers >= 1, got {self.ks!r}")
         check_tiers(self.tier_list(), self.puzzle_file)
-        if not (self.temperature > 0 and self.latent_noise >= 0):
-            raise ValueError("--temperature must be above 0 and --latent-noise at least 0")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"--temperature must be a finite number above 0, got {self.temperature}")
+        if not (math.isfinite(self.latent_noise) and self.latent_noise >= 0):
+            raise ValueError(f"--latent-noise must be a finite number >= 0, got {self.latent_noise}")
+        check_seed(self.seed)
         check_device(self.device)
+        check_writable(self.out)
 
     def tier_list(self) -> list[str]:
         return [t for t in self.tiers.split(",") if t]
@@ -149,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overlap = drop_trained(labelled, {args.checkpoint})
         sets.update(labelled)
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     kw = {"temperature": args.temperature, "latent_noise": args.latent_noise, "symmetries": args.symmetries,
           "sample": args.sample, "seed": args.seed}
     out = Path(args.out)
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             atomic_write_text(out / "search.md", markdown(rows))
             plot(out / "search_curve.png", rows)
     except RunFolderBusy as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     print("\n" + markdown(rows) + f"\nwrote {out}/search.md, search.json and search_curve.png")
     return payload
 

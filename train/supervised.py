@@ -18,6 +18,7 @@ on-device augmentation. Run folder, budget and checkpoints: :mod:`train.run_fold
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +40,7 @@ from train.run_folder import (
     RunFolder,
     RunFolderBusy,
     check_finite,
+    check_memory,
     rng_state,
     run_info,
     seed_everything,
@@ -87,6 +89,11 @@ class Args(RunArgs):
             raise ValueError(f"--log-every must be at least 1, got {self.log_every}")
         if self.paper and self.training.scheme != "trm":
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
+        with torch.device("meta"):  # the parameter count without allocating the parameters
+            params = sum(p.numel() for p in TRM(self.model).parameters())
+        # weights, gradients, Adam's two moments and the EMA in fp32, and a batch's activations
+        activations = self.training.batch_size * (self.model.seq_len + self.model.prefix_tokens) * self.model.hidden * 4 * 64
+        check_memory(params * 4 * 5 + activations, "the model (--hidden, --layers, --expansion) and --batch-size")
         if self.init_from:
             init_checks(self.init_from, self.model, self.training.scheme)
 
@@ -262,7 +269,7 @@ class Trainer:
             "kind": self.tc.scheme,
             "config": self.cfg.to_dict(),
             "training": self.tc.to_dict(),
-            "args": {k: getattr(self.args, k) for k in DATA_SETTINGS},
+            "args": {**{k: getattr(self.args, k) for k in DATA_SETTINGS}, "init_from": start_path(self.args.init_from)},
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
@@ -315,12 +322,21 @@ class Trainer:
         return evaluate(self.eval_model(), self.data.eval_puzzles[:k], self.data.eval_solutions[:k], device=self.device)
 
 
+def start_path(init_from: str) -> str:
+    """``--init-from`` as an absolute path ("" for none): what a checkpoint records and a resume compares."""
+    return os.path.abspath(init_from) if init_from else ""
+
+
 def resume_checks(args: Args, ck: dict[str, Any], path: Any) -> None:
     """Refuse a ``--resume`` whose model or data settings differ from the checkpoint's, listing every difference."""
     model, training = configs_from_dict(ck["config"], ck.get("training"))
     diff = config_mismatch(model.to_dict(), args.model.to_dict()) + config_mismatch(training.to_dict(), args.training.to_dict())
     if "args" in ck:
-        diff += config_mismatch(ck["args"], {k: getattr(args, k) for k in DATA_SETTINGS})
+        diff += config_mismatch({k: ck["args"][k] for k in DATA_SETTINGS}, {k: getattr(args, k) for k in DATA_SETTINGS})
+        if "init_from" in ck["args"] and ck["args"]["init_from"] != start_path(args.init_from):
+            saved = ck["args"]["init_from"] or "none"
+            diff.append(f"--init-from: {saved} -> {start_path(args.init_from) or 'none'} (a resumed fine-tune names its "
+                        "start as the first run did)")
     if diff:
         raise ValueError(f"--resume: {path} was trained with another config: " + "; ".join(diff))
 
@@ -471,8 +487,10 @@ def main(scheme: str, description: str, argv: list[str] | None = None) -> None:
     args = parse_args(scheme, argv, description)
     try:
         m = train(args)
-    except (ValueError, FileNotFoundError, Diverged, RunFolderBusy) as e:
+    except Diverged as e:
         raise SystemExit(f"error: {e}") from None
+    except (ValueError, FileNotFoundError, RunFolderBusy) as e:
+        cli.input_error(e)
     if not m:  # a rank other than 0 of a multi-process run
         return
     print(f"{scheme}: {summary_line(m)}")

@@ -35,7 +35,15 @@ from envs import real_sets, sudoku
 from train import cli
 from train.benchmark import DEFAULT_TIERS, drop_trained
 from train.held_out import BENCHMARK_SEED_OFFSET, benchmark_set, benchmark_size
-from train.run_folder import RunFolder, RunFolderBusy, atomic_write_json, atomic_write_text, check_device, run_info
+from train.run_folder import (
+    RunFolder,
+    RunFolderBusy,
+    atomic_write_json,
+    atomic_write_text,
+    check_device,
+    check_writable,
+    run_info,
+)
 from train.stats import bootstrap_ci
 from trm.pretrained import check_model_path
 
@@ -56,6 +64,7 @@ class Args:
         if self.checkpoint:
             check_model_path(self.checkpoint, "--checkpoint")
         check_device(self.device)
+        check_writable(self.out)
 
 
 def peer_rate(seconds: float) -> float | None:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             atomic_write_json(Path(args.out) / "tiers.json", payload)
             atomic_write_text(Path(args.out) / "tiers.md", table)
     except (RunFolderBusy, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     print("\n" + table)
     return payload
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents.recursion_policy import PolicySettings
-from train.run_folder import RunArgs
+from train.run_folder import RunArgs, check_memory
 from trm.checkpoint import load_checkpoint
 
 RL_KINDS = ("ppo_recursion", "expert_iteration")  # checkpoints the RL scripts write
@@ -37,6 +37,8 @@ class EnvSettings:
         for name in ("num_envs", "group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        # a rollout keeps about 64 (N, 81) int64/float tensors per step's worth of episodes
+        check_memory(self.num_envs * 81 * 8 * 64, "--num-envs")
         for name in ("step_cost", "solve_bonus", "verifier_cell_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):

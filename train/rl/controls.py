@@ -149,6 +149,7 @@ def dis_control_args(init_path: Path, ck: dict[str, Any], seconds: float, args: 
     common = {"out": str(out), "device": device, "eval_limit": 1, "model": model}
     if source == "start":
         a = {k: ck["args"][k] for k in supervised.DATA_SETTINGS}
+        a["init_from"] = ck["args"].get("init_from", "")  # a start that was itself a fine-tune resumes as one
         return supervised.default_args("dis", **common, **a, training=training, resume=True,
                                        minutes=(ck["state"]["wall_seconds"] + seconds) / 60)
     training = replace(training, lr=rl_lr, lr_min_ratio=1.0, warmup_steps=1)

@@ -7,6 +7,7 @@ beyond the shared state) and calls :func:`train` with its ``Args``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from agents.recursion_policy import RecursionPolicy
+from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
 from train.rl.common import RL_KINDS, RLArgs, flat
@@ -190,8 +192,11 @@ def resume_checks(args: RLArgs, ck: dict[str, Any], path: Path, fixed: tuple[str
     """Refuse a ``--resume`` that changes the data or the objective (the options ``fixed``), listing every difference."""
     defaults = flat(type(args)())
     saved = {k: ck["args"].get(k, defaults[k]) for k in fixed}
-    current = flat(args)
-    diff = config_mismatch(saved, {k: current[k] for k in fixed})
+    current = {k: flat(args)[k] for k in fixed}
+    for d in (saved, current):  # the start is the same file however the path is spelled
+        if d.get("init_from"):
+            d["init_from"] = os.path.abspath(d["init_from"])
+    diff = config_mismatch(saved, current)
     if diff:
         raise ValueError(f"--resume: {path} was trained with other settings: " + "; ".join(diff))
 
@@ -306,6 +311,6 @@ def run_script(main: Callable[[], dict[str, Any]]) -> None:
     try:
         m = main()
     except (ValueError, FileNotFoundError, RunFolderBusy) as e:
-        raise SystemExit(f"error: {e}") from None
+        cli.input_error(e)
     if m.get("interrupted"):
         raise SystemExit(130)
