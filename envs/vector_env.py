@@ -167,6 +167,11 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self._pool_s = (
             None if self.pool.solutions is None else torch.as_tensor(self.pool.solutions, dtype=torch.long, device=self.device)
         )
+        self._allocate()
+
+    # ------------------------------------------------------------------ helpers
+    def _allocate(self) -> None:
+        """The per-environment state tensors, on the device, and the generator that draws puzzles."""
         n, d = self.num_envs, self.device
         self.puzzle = torch.zeros(n, 81, dtype=torch.long, device=d)
         self.solution = torch.zeros(n, 81, dtype=torch.long, device=d)
@@ -182,7 +187,6 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         self._gen.seed()
         self._started = False
 
-    # ------------------------------------------------------------------ helpers
     def _load(self, rows: torch.Tensor) -> None:
         """Start new episodes in environments ``rows`` (int64 index tensor)."""
         m = rows.numel()

@@ -130,11 +130,13 @@ def test_benchmark_end_to_end_is_reproducible(tmp_path, tiny_dis_checkpoint):
     assert lo <= mid <= hi
 
 
-def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, tiny_dis_checkpoint, monkeypatch):
-    with pytest.raises(SystemExit, match="unknown agent 'nope'"):
+def test_benchmark_fails_before_work_and_an_interrupt_leaves_no_table(tmp_path, tiny_dis_checkpoint, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stop:
         benchmark.main(["--out", str(tmp_path / "x"), "--agents", "solver,nope", "--quick"])
-    with pytest.raises(SystemExit, match="does not exist"):
+    assert stop.value.code == 2 and "unknown agent 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
         benchmark.main(["--out", str(tmp_path / "x"), "--checkpoint", f"trm={tmp_path / 'none.pt'}", "--agents", "trm"])
+    assert stop.value.code == 2 and "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     calls = {"n": 0}
     real = benchmark.run_episodes
