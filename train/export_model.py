@@ -11,7 +11,6 @@ Example: ``python train/export_model.py --checkpoint runs/dis/checkpoint.pt --ou
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         out = export_checkpoint(args.checkpoint, args.out, ema=not args.live, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        cli.input_error(e)
     meta = read_config(out)
     print(f"wrote {out}: a {meta['kind']!r} model ({meta['weights']} weights) with config.json and model.safetensors")
     return out
