@@ -29,6 +29,11 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from envs.vector_env import LatentReasoningSudokuVectorEnv, to_numpy
 
 
+def _copies(obs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Numpy copies of an observation: on the CPU the torch backend's arrays would share the env's memory."""
+    return {k: np.array(to_numpy(v)) for k, v in obs.items()}
+
+
 class SB3VecEnv(VecEnv):
     """stable-baselines3's ``VecEnv`` interface over a :class:`LatentReasoningSudokuVectorEnv`.
 
@@ -52,7 +57,7 @@ class SB3VecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        return to_numpy(obs)
+        return _copies(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs, -1)
@@ -61,13 +66,14 @@ class SB3VecEnv(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_wait() without step_async()")
         obs, reward, terminated, truncated, info = (to_numpy(x) for x in self.env.step(self._actions))
+        obs = _copies(obs)
         self._actions = None
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         final = info["final_obs"]
         for i in np.flatnonzero(dones):
             infos[i] = {
-                "terminal_observation": {k: v[i] for k, v in final.items()},
+                "terminal_observation": {k: np.array(v[i]) for k, v in final.items()},
                 "TimeLimit.truncated": bool(truncated[i]),
                 "solved": bool(info["solved"][i]),
             }

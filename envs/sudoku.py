@@ -284,9 +284,9 @@ def _read_lines(path: str | os.PathLike) -> tuple[str, list[str]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start}); puzzle files are UTF-8") from None
-    # lines end at "\n" (or "\r\n") only: str.splitlines would also break at form feeds and other
+    # lines end at "\n", "\r\n" or "\r" only: str.splitlines would also break at form feeds and other
     # separators, and the line numbers in error messages would no longer be those of an editor
-    return path, [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+    return path, re.split(r"\r\n|\r|\n", text)
 
 
 def _parse_line(text: str, path: str, lineno: int, check: bool = True) -> np.ndarray:

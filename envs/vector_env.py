@@ -125,8 +125,10 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if max_episode_steps == -1:  # gymnasium's spelling of "no TimeLimit"
+            max_episode_steps = None
         if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+            raise ValueError(f"max_episode_steps must be >= 1 (or -1: no limit), got {max_episode_steps}")
         check_settings(max_steps, reward_mode, step_cost, solve_bonus, order, cell_weight)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -265,6 +267,8 @@ class LatentReasoningSudokuVectorEnv(VectorEnv):
         if dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (self.num_envs,):
             raise ValueError(f"options['reset_mask'] must be a bool array or tensor of shape ({self.num_envs},), got "
                              f"{type(mask).__name__} {getattr(mask, 'dtype', '')} {tuple(getattr(mask, 'shape', ()))}")
+        if not bool(mask.any()):
+            raise ValueError("options['reset_mask'] must hold at least one True (an environment to reset)")
         if not self._started and not bool(mask.all()):
             raise ValueError("the first reset() must start every environment: options['reset_mask'] must be all True")
         return torch.as_tensor(mask, device=self.device).nonzero().squeeze(-1)

@@ -238,7 +238,7 @@ CLI = [
     ("dis", ["--seed", "-1"], "--seed must lie in [0, 2**32), got -1"),
     ("dis", ["--seed", str(2**40)], "--seed must lie in [0, 2**32)"),
     ("dis", ["--pool-size", "10000000000"], "--pool-size and --eval-size: about"),
-    ("dis", ["--eval-size", "10000000000"], "GiB of memory needed; this machine has"),
+    ("dis", ["--eval-size", "10000000000"], "GiB of memory needed; cpu has"),
     ("dis", ["--hidden", "10000000"], "the model (--hidden, --layers, --expansion) and --batch-size: about"),
     ("ppo", ["--num-envs", "100000000000"], "--num-envs: about"),
     ("bench", ["--guidance", "0,nan"], "--guidance must be finite numbers"),
@@ -246,7 +246,8 @@ CLI = [
     ("bench", ["--puzzle-file", "easy=a.txt"], "'easy' is the name of a tier or collection"),
     ("bench", ["--seed", str(2**32)], "--seed must lie in [0, 2**32)"),
     ("compare", ["--resume"], "--resume: no run to continue under"),
-    ("compare", ["--seeds", "0,-3"], "--seed must lie in [0, 2**32), got -3"),
+    ("compare", ["--seeds", "0,-3"], "--seeds must lie in [0, 2**32), got -3"),
+    ("bench", ["--puzzle-file", "sudoku17:dev=a.txt"], "'sudoku17:dev' is the name of a tier or collection"),
     *([("dis", ["--device", "mps"], "no MPS (Apple GPU) support")] if not torch.backends.mps.is_available() else []),
     ("sb3", ["--resume"], "--resume: no checkpoint at"),
 ]
@@ -353,7 +354,11 @@ def test_puzzle_files_that_are_not_plain_or_have_odd_lines(tmp_path):
     f.write_text(good + "\f\n" + CLASH + "\n")  # a form feed inside line 1: line 2 is still line 2
     with pytest.raises(ValueError, match=r"ff.txt:2: givens conflict"):
         sudoku.load(f)
+    cr = tmp_path / "cr.txt"
+    cr.write_bytes((good + "\r" + CLASH + "\r").encode())  # old Mac line endings
+    with pytest.raises(ValueError, match=r"cr.txt:2: givens conflict"):
+        sudoku.load(cr)
     c = tmp_path / "dup.csv"
-    c.write_text("question,answer,answer\n" + good + "," + sudoku.format(EASY[1][:1])[0] * 0 + "x,y\n")
+    c.write_text("question,answer,answer\n" + good + ",x,y\n")
     with pytest.raises(ValueError, match=r"dup.csv:1: CSV header names 'answer' more than once"):
         sudoku.load(c)

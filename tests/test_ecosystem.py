@@ -72,7 +72,7 @@ def test_dict_info_to_list_gives_one_dict_per_environment():
         assert info["cell_reward"].shape == (81,) and 0.0 <= info["cell_accuracy"] <= 1.0
 
 
-@pytest.mark.parametrize(("limit", "expected"), [(3, 3), (40, 16)])
+@pytest.mark.parametrize(("limit", "expected"), [(3, 3), (40, 16), (-1, 16)])
 def test_make_vec_max_episode_steps_truncates_like_time_limit(limit, expected):
     venv = gym.make_vec(ID, num_envs=4, pool_size=32, max_episode_steps=limit)
     venv.reset(seed=0)
@@ -124,6 +124,7 @@ def test_reset_mask_restarts_only_the_masked_environments():
         ({"index": 3}, r"reset options \['index'\] are not understood"),
         ({"reset_mask": np.ones(3, dtype=bool)}, r"must be a bool array or tensor of shape \(4,\)"),
         ({"reset_mask": np.ones(4, dtype=np.int64)}, r"must be a bool array"),
+        ({"reset_mask": np.zeros(4, dtype=bool)}, r"at least one True"),
     ],
 )
 def test_vector_reset_refuses_options_it_does_not_take(options, message):

@@ -96,10 +96,14 @@ def test_an_existing_model_is_not_replaced_unless_asked(exported, tiny_dis_check
         (lambda d: (d / "model.safetensors").unlink(), "model.safetensors does not exist"),
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 40), "not a readable safetensors file"),
         (lambda d: np.save(d / "train_grids.npy", np.array([{"a": 1}], dtype=object)), "not a plain array file"),
+        (lambda d: np.savez(open(d / "train_grids.npy", "wb"), a=np.zeros(2)), "not a plain array file"),
+        (lambda d: (d / "train_grids.npy").write_bytes(b""), "not a plain array file"),
+        (lambda d: _edit_config(d, hidden=16.5), "bad 'config'"),
         (lambda d: _edit_config(d, hidden=32), "does not match"),
         (lambda d: _edit_config(d, bogus=1), "unknown TRMConfig fields"),
     ],
-    ids=["bad-json", "format", "no-config", "no-weights", "corrupt-weights", "pickled-grids", "shape", "unknown-field"],
+    ids=["bad-json", "format", "no-config", "no-weights", "corrupt-weights", "pickled-grids", "npz-grids", "empty-grids",
+         "float-width", "shape", "unknown-field"],
 )
 def test_a_damaged_folder_is_refused_naming_the_file(exported, damage, message):
     damage(exported)

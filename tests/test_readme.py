@@ -186,7 +186,7 @@ def test_the_sharing_snippet_exports_a_folder_an_agent_loads(tiny_dis_checkpoint
     code = python_block("export_checkpoint(")
     code = code.replace('"runs/dis/checkpoint.pt"', repr(tiny_dis_checkpoint)).replace('"models/dis"', repr(str(tmp_path / "m")))
     scope: dict = {}
-    exec(compile("from agents import make_agent\n" + code, "README.md: sharing a model", "exec"), scope)
+    exec(compile(code, "README.md: sharing a model", "exec"), scope)
     assert scope["agent"].name == "dis" and (tmp_path / "m" / "model.safetensors").is_file()
 
 

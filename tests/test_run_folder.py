@@ -80,3 +80,26 @@ def test_the_held_out_split_never_overlaps_training_and_keeps_its_size(tmp_path)
     assert len(data.train) == 4 and len(data.eval_puzzles) == 2
     with pytest.raises(ValueError, match="not more than --eval-size 7"):
         split("easy", str(f), seed=0, pool_size=1, eval_size=7)
+
+
+def test_a_run_that_fails_on_bad_input_removes_only_what_it_created(tmp_path):
+    from train.run_folder import RunFolder
+
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ValueError):
+        with RunFolder(tmp_path / "new" / "deeper" / "run"):
+            # a sibling run appears under a parent this run created: it must survive the clean-up
+            (tmp_path / "new" / "other").mkdir()
+            (tmp_path / "new" / "other" / "checkpoint.pt").write_text("theirs")
+            raise ValueError("bad --puzzles file")
+    assert (tmp_path / "new" / "other" / "checkpoint.pt").read_text() == "theirs"
+    assert not (tmp_path / "new" / "deeper").exists()
+    with pytest.raises(ValueError):
+        with RunFolder(tmp_path / "kept" / "run"):
+            raise ValueError("bad")
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "run").exists()
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "started") as run:
+            (run.path / "checkpoint.pt").write_text("progress")
+            raise RuntimeError("crash after a checkpoint")
+    assert (tmp_path / "started" / "checkpoint.pt").read_text() == "progress"  # results are never removed

@@ -116,7 +116,7 @@ def check_tiers(tiers: list[str], puzzle_file: list[str]) -> None:
         raise ValueError(f"--tiers lists {', '.join(repeated)} more than once")
     files = pairs(puzzle_file, "--puzzle-file")
     for name, path in files.items():
-        if name in sudoku.TIERS or real_sets.parse_spec(name) is not None or name in tiers:
+        if name in sudoku.TIERS or name.partition(":")[0] in real_sets.REAL_SETS or name in tiers:
             raise ValueError(f"--puzzle-file {name}={path}: {name!r} is the name of a tier or collection; name the file's "
                              "set something else")
         if not Path(path).is_file():

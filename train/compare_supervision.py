@@ -59,7 +59,7 @@ class Args(RunArgs):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds repeats a seed: {self.seeds!r}")
         for s in seeds:
-            check_seed(s)
+            check_seed(s, option="--seeds")
         super().validate()
         if self.dis_eval_every < 0 or self.trm_eval_every < 1:
             raise ValueError("--dis-eval-every must be at least 0 and --trm-eval-every at least 1")

@@ -3,8 +3,9 @@
 The folder holds the network's config, its weights (the weight average when the checkpoint
 has one, unless ``--live``) as safetensors, and the hashes of the solution grids its lineage
 trained on (``train_grids.npy``), so that a benchmark of it still drops those puzzles. Nothing
-in it can run code when read. Every agent and script that takes a checkpoint takes the folder:
-``make_agent("dis", "models/dis")``, ``benchmark.py --checkpoint dis=models/dis``.
+in it can run code when read. The agents, the benchmark, ``search_curve.py`` and
+``tier_table.py`` take the folder: ``make_agent("dis", "models/dis")``,
+``benchmark.py --checkpoint dis=models/dis``.
 
 Example: ``python train/export_model.py --checkpoint runs/dis/checkpoint.pt --out models/dis``.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train import cli
+from train.run_folder import check_writable
 from trm.pretrained import export_checkpoint, read_config
 
 
@@ -30,17 +32,17 @@ class Args:
             raise ValueError("--out must name a folder")
         if not Path(self.checkpoint).is_file():
             raise ValueError(f"--checkpoint {self.checkpoint}: no such file")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise ValueError(f"--out {self.out} exists and is not a folder")
+        check_writable(self.out)
         if not self.overwrite and (Path(self.out) / "config.json").exists():
             raise ValueError(f"--out {self.out} already holds a model; add --overwrite to replace it")
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Parse ``argv``, export the checkpoint; bad input is one line on stderr (exit 2). Returns the folder."""
     args = cli.parse(Args, argv, description=__doc__)
     try:
         out = export_checkpoint(args.checkpoint, args.out, ema=not args.live, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
         cli.input_error(e)
     meta = read_config(out)
     print(f"wrote {out}: a {meta['kind']!r} model ({meta['weights']} weights) with config.json and model.safetensors")

@@ -90,8 +90,9 @@ class RunArgs:
             raise ValueError(f"--out {self.out} holds a run ({', '.join(held)}): add --resume to continue it or "
                              "--overwrite to replace it")
         check_seed(self.seed)
-        if self.resume and (Path(self.out) / "run.json").is_file():
-            read_json(Path(self.out) / "run.json")  # a corrupt one is named now, not after training
+        for record in ("run.json", "metrics.json"):
+            if self.resume and (Path(self.out) / record).is_file():
+                read_json(Path(self.out) / record)  # a corrupt one is named now, not after training
         # the pool and held-out puzzles as int64 tensors with their solutions (the env's copies), x4 for working copies
         check_memory((self.pool_size + self.eval_size) * 81 * 8 * 2 * 4, "--pool-size and --eval-size")
         check_device(self.device)
@@ -104,6 +105,17 @@ class RunArgs:
             raise ValueError(f"--resume: no checkpoint at {Path(self.out) / self.checkpoint_file}")
 
 
+def same_start(saved: str, given: str) -> bool:
+    """Whether two ``--init-from`` values name the same checkpoint ("" is none): the same file however the
+    path is spelled, or, where one no longer exists, the same absolute path."""
+    if not saved or not given:
+        return saved == given
+    try:
+        return os.path.samefile(saved, given)
+    except OSError:
+        return os.path.abspath(saved) == os.path.abspath(given)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file's content; ``ValueError`` naming the file and line when it is not valid JSON."""
     try:
@@ -114,25 +126,28 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not UTF-8 text") from None
 
 
-def check_seed(seed: int, count: int = 1) -> None:
+def check_seed(seed: int, count: int = 1, option: str = "--seed") -> None:
     """Seeds ``seed .. seed + count - 1`` must be what numpy's and torch's generators take: [0, 2**32)."""
     if not (0 <= seed and seed + count - 1 < 2**32):
-        raise ValueError(f"--seed must lie in [0, 2**32){' with its --seeds' if count > 1 else ''}, got {seed}")
+        raise ValueError(f"{option} must lie in [0, 2**32){' with its --seeds' if count > 1 else ''}, got {seed}")
 
 
-def physical_memory() -> int | None:
-    """Bytes of RAM this machine has (None where the OS does not say)."""
+def device_memory(device: str = "cpu") -> int | None:
+    """Bytes of memory of ``device``: the GPU's for cuda, else this machine's RAM (None where unknown)."""
     try:
+        d = torch.device(device)
+        if d.type == "cuda" and torch.cuda.is_available():
+            return int(torch.cuda.get_device_properties(d.index or 0).total_memory)
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError, RuntimeError):
         return None
 
 
-def check_memory(nbytes: float, what: str) -> None:
-    """Refuse, before anything is allocated, settings whose estimated memory exceeds this machine's RAM."""
-    ram = physical_memory()
-    if ram is not None and nbytes > ram:
-        raise ValueError(f"{what}: about {nbytes / 2**30:,.0f} GiB of memory needed; this machine has {ram / 2**30:,.0f} GiB")
+def check_memory(nbytes: float, what: str, device: str = "cpu") -> None:
+    """Refuse, before anything is allocated, settings whose estimated memory exceeds the memory of ``device``."""
+    have = device_memory(device)
+    if have is not None and nbytes > have:
+        raise ValueError(f"{what}: about {nbytes / 2**30:,.0f} GiB of memory needed; {device} has {have / 2**30:,.0f} GiB")
 
 
 def check_device(device: str) -> None:
@@ -356,10 +371,22 @@ class RunFolder:
             self._lock_fd = None
         failed = exc[0] is not None and not issubclass(exc[0], (KeyboardInterrupt, RunFolderBusy))  # type: ignore[arg-type]
         if failed and self._created is not None and not self._holds_results():
-            shutil.rmtree(self._created, ignore_errors=True)  # a run that stopped on bad input leaves nothing behind
+            self._remove_created()  # a run that stopped on bad input leaves nothing behind
+
+    def _remove_created(self) -> None:
+        """Delete the run folder, then each parent this run created while it is empty (another run may use one)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        folder = self.path.absolute().parent
+        top = self._created
+        while top is not None and (folder == top or top in folder.parents):
+            try:
+                folder.rmdir()  # only an empty folder: a sibling run keeps its parent
+            except OSError:
+                break
+            folder = folder.parent
 
     def _holds_results(self) -> bool:
-        """Whether the folder holds anything a run produced beyond its lock and its (empty) event folder."""
+        """Whether the folder holds anything a run produced beyond its lock and its TensorBoard events."""
         return any(p.is_file() and p.name != "run.lock" and "tb" not in p.relative_to(self.path).parts[:1]
                    for p in self.path.rglob("*"))
 

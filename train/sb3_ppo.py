@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from agents.runner import run_episodes, summarize
 from agents.sb3_agent import SB3Agent
-from envs.sb3_vec_env import SB3VecEnv
 from envs.vector_env import LatentReasoningSudokuVectorEnv
 from train import cli
 from train.held_out import Split, split
@@ -87,6 +86,8 @@ def make_model(args: Args, data: Split, run: RunFolder) -> Any:
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
 
+    from envs.sb3_vec_env import SB3VecEnv  # imports stable-baselines3: only when a model is built
+
     env = LatentReasoningSudokuVectorEnv(num_envs=args.num_envs, pool=data.train, augment=True, max_steps=args.max_steps,
                                          step_cost=args.step_cost, reward_mode=args.reward_mode)
     venv = VecMonitor(SB3VecEnv(env))
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = split(args.difficulty, args.puzzles, seed=args.seed, pool_size=args.pool_size, eval_size=args.eval_size)
         run.clear_old()  # --overwrite: the model and its events are written from here on
         model = make_model(args, data, run)
+        # recorded before training, so that a run that crashes after its first model.zip can be resumed (and checked)
+        run.write_run(run_info({"sb3_ppo": vars(args)}, args.seed, args.device), resumed=args.resume)
         wall = learn(model, args, run)
         save_model(model, run.path / "model.zip")
         agent = SB3Agent.from_file(str(run.path / "model.zip"), device=args.device, trust=True)  # written just now
@@ -135,7 +138,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "env_steps": int(model.num_timesteps),
             "interrupted": run.stop_requested,
         }
-        run.write_run(run_info({"sb3_ppo": vars(args)}, args.seed, args.device), resumed=args.resume)
         run.write_metrics(metrics)
     print(
         f"sb3_ppo: solve rate {metrics['solve_rate']:.1%}  cell accuracy {metrics['cell_accuracy']:.3f}  "

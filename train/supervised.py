@@ -43,6 +43,7 @@ from train.run_folder import (
     check_memory,
     rng_state,
     run_info,
+    same_start,
     seed_everything,
     set_rng_state,
 )
@@ -74,7 +75,7 @@ class Args(RunArgs):
     log_every: int = 10  # batches between TensorBoard points
     paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (D=512, batch 768, Adam-atan2)
     amp: bool = False  # bfloat16 autocast of the forward passes (the TRM code's precision; for cuda)
-    init_from: str = ""  # start from this checkpoint's weights (same scheme and model shape), fresh optimizer; not on --resume
+    init_from: str = ""  # start from this checkpoint's weights (same scheme and shape), fresh optimizer; a --resume repeats it
     model: TRMConfig = field(default_factory=TRMConfig.dis)
     training: TrainConfig = field(default_factory=TrainConfig.dis)
 
@@ -91,10 +92,12 @@ class Args(RunArgs):
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
         with torch.device("meta"):  # the parameter count without allocating the parameters
             params = sum(p.numel() for p in TRM(self.model).parameters())
-        # weights, gradients, Adam's two moments and the EMA in fp32, and a batch's activations
-        activations = self.training.batch_size * (self.model.seq_len + self.model.prefix_tokens) * self.model.hidden * 4 * 64
-        check_memory(params * 4 * 5 + activations, "the model (--hidden, --layers, --expansion) and --batch-size")
-        if self.init_from:
+        # weights, gradients, Adam's two moments and the EMA in fp32, and a rough share of a batch's activations
+        # (each process of a multi-process run takes batch / world puzzles)
+        per_rank = self.training.batch_size / max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        activations = per_rank * (self.model.seq_len + self.model.prefix_tokens) * self.model.hidden * 4 * 16
+        check_memory(params * 4 * 5 + activations, "the model (--hidden, --layers, --expansion) and --batch-size", self.device)
+        if self.init_from and not self.resume:  # a resume reads the lineage from its own checkpoint
             init_checks(self.init_from, self.model, self.training.scheme)
 
 
@@ -333,7 +336,7 @@ def resume_checks(args: Args, ck: dict[str, Any], path: Any) -> None:
     diff = config_mismatch(model.to_dict(), args.model.to_dict()) + config_mismatch(training.to_dict(), args.training.to_dict())
     if "args" in ck:
         diff += config_mismatch({k: ck["args"][k] for k in DATA_SETTINGS}, {k: getattr(args, k) for k in DATA_SETTINGS})
-        if "init_from" in ck["args"] and ck["args"]["init_from"] != start_path(args.init_from):
+        if "init_from" in ck["args"] and not same_start(ck["args"]["init_from"], args.init_from):
             saved = ck["args"]["init_from"] or "none"
             diff.append(f"--init-from: {saved} -> {start_path(args.init_from) or 'none'} (a resumed fine-tune names its "
                         "start as the first run did)")

@@ -25,7 +25,9 @@ samples is the forward passes per sample.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -292,15 +294,15 @@ class TRM(nn.Module):
     def reset_counter(self) -> None:
         self.net.sample_calls = 0
 
-    def save_pretrained(self, directory: str, *, kind: str, **kw: Any) -> Any:
+    def save_pretrained(self, directory: str | os.PathLike, *, kind: str, **kw: Any) -> Path:
         """Write this model as a shareable folder (``config.json`` + ``model.safetensors``); see
         :func:`trm.pretrained.save_pretrained` for ``kind`` and the other keywords."""
         from trm.pretrained import save_pretrained
 
         return save_pretrained(directory, self, kind=kind, **kw)
 
-    @classmethod
-    def from_pretrained(cls, directory: str) -> TRM:
+    @staticmethod
+    def from_pretrained(directory: str | os.PathLike) -> TRM:
         """The model of a folder written by :meth:`save_pretrained` (CPU, eval mode); no code in it runs."""
         from trm.pretrained import from_pretrained
 

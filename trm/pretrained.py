@@ -13,8 +13,10 @@ is what one publishes instead, in the layout the Hugging Face hub uses::
 
 so a benchmark can still drop puzzles the model was trained on. ``save_pretrained`` /
 ``from_pretrained`` write and read it; :func:`export_checkpoint` turns a checkpoint into one
-(``train/export_model.py`` on the command line), and every agent and script that takes a
-checkpoint path also takes such a folder (:func:`trm.checkpoint.load_model`).
+(``train/export_model.py`` on the command line). The model agents (``make_agent``),
+``benchmark.py --checkpoint``, ``search_curve.py`` and ``tier_table.py`` take such a folder
+where they take a checkpoint (:func:`trm.checkpoint.load_model`); training (``--init-from``,
+``--resume``) reads checkpoints only, which hold the optimizer and the run's settings.
 """
 
 from __future__ import annotations
@@ -38,11 +40,6 @@ from trm.model import TRM
 FORMAT, FORMAT_VERSION = "latent-reasoning-gym/trm", 1
 CONFIG, WEIGHTS, GRIDS = "config.json", "model.safetensors", "train_grids.npy"
 KINDS = ("trm", "dis", "onepass", "ppo_recursion", "expert_iteration")
-
-
-def is_pretrained(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder holding a ``config.json`` (a pretrained folder, possibly a broken one)."""
-    return Path(path).is_dir() and (Path(path) / CONFIG).exists()
 
 
 def check_model_path(path: str | os.PathLike, option: str = "checkpoint") -> None:
@@ -126,8 +123,10 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta.get("config"), dict):
         raise ValueError(f"{path}: 'config' must be an object of TRMConfig fields")
     try:
-        TRMConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
+        cfg = TRMConfig.from_dict(meta["config"])
+        with torch.device("meta"):  # builds the network's shapes without allocating it
+            TRM(cfg)
+    except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: bad 'config': {e}") from None
     return meta
 
@@ -150,21 +149,25 @@ def from_pretrained(directory: str | os.PathLike, kind: str | tuple[str, ...] | 
         state = load_file(str(d / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{d / WEIGHTS} is not a readable safetensors file: {e}") from None
-    model = TRM(TRMConfig.from_dict(meta["config"]))
-    expected = model.state_dict()
+    cfg = TRMConfig.from_dict(meta["config"])
+    with torch.device("meta"):  # compare shapes before allocating a network the config may size wrongly
+        expected = TRM(cfg).state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [f"{k}: {tuple(state[k].shape)} (config: {tuple(v.shape)})" for k, v in expected.items()
              if k in state and state[k].shape != v.shape]
     if missing or extra or wrong:
         raise ValueError(f"{d / WEIGHTS} does not match {d / CONFIG}: missing {missing[:4]}, unexpected {extra[:4]}, "
                          f"wrong shape {wrong[:4]}")
+    model = TRM(cfg)
     model.load_state_dict(state)
     out = dict(meta)
     if (d / GRIDS).is_file():
         try:
             grids = np.load(d / GRIDS, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, EOFError, OSError) as e:
             raise ValueError(f"{d / GRIDS} is not a plain array file: {e}") from None
+        if not isinstance(grids, np.ndarray):  # an .npz archive under the .npy name
+            raise ValueError(f"{d / GRIDS} is not a plain array file (an archive of several arrays)")
         if grids.dtype != np.uint64 or grids.ndim != 1:
             raise ValueError(f"{d / GRIDS} must hold a 1-D uint64 array of grid hashes, got {grids.dtype} {grids.shape}")
         out["train_grids"] = torch.from_numpy(grids.view(np.int64).copy())

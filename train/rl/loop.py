@@ -7,7 +7,6 @@ beyond the shared state) and calls :func:`train` with its ``Args``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from train.run_folder import (
     RunFolderBusy,
     rng_state,
     run_info,
+    same_start,
     seed_everything,
     set_rng_state,
 )
@@ -193,9 +193,8 @@ def resume_checks(args: RLArgs, ck: dict[str, Any], path: Path, fixed: tuple[str
     defaults = flat(type(args)())
     saved = {k: ck["args"].get(k, defaults[k]) for k in fixed}
     current = {k: flat(args)[k] for k in fixed}
-    for d in (saved, current):  # the start is the same file however the path is spelled
-        if d.get("init_from"):
-            d["init_from"] = os.path.abspath(d["init_from"])
+    if "init_from" in fixed and same_start(saved["init_from"], current["init_from"]):
+        saved["init_from"] = current["init_from"]  # the same file, however the path is spelled
     diff = config_mismatch(saved, current)
     if diff:
         raise ValueError(f"--resume: {path} was trained with other settings: " + "; ".join(diff))
