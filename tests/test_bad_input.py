@@ -326,6 +326,11 @@ def test_a_resume_names_a_corrupt_run_record_and_another_start(tmp_path, tiny_di
     with pytest.raises(SystemExit):
         supervised.parse_args("dis", ["--out", str(run), "--resume", *tiny])
     assert f"{run / 'run.json'} line 2: not valid JSON" in capsys.readouterr().err
+    (run / "run.json").write_text("{}")
+    (run / "metrics.json").write_text("{\n\n  broken")
+    with pytest.raises(SystemExit):
+        supervised.parse_args("dis", ["--out", str(run), "--resume", *tiny])
+    assert f"{run / 'metrics.json'} line 3: not valid JSON" in capsys.readouterr().err
     assert (run / "checkpoint.pt").read_bytes() == before
 
 

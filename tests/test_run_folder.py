@@ -103,3 +103,27 @@ def test_a_run_that_fails_on_bad_input_removes_only_what_it_created(tmp_path):
             (run.path / "checkpoint.pt").write_text("progress")
             raise RuntimeError("crash after a checkpoint")
     assert (tmp_path / "started" / "checkpoint.pt").read_text() == "progress"  # results are never removed
+
+
+def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from trm import checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_checkpoint(path, {"kind": "dis", "n": 1})
+    before = path.read_bytes()
+
+    def full(payload, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match="no space left on the disk of .*checkpoint.pt while writing it; the previous file is kept"):
+        checkpoint.save_checkpoint(path, {"kind": "dis", "n": 2})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 10**12))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # not a full disk: the error as it was
+        checkpoint.save_checkpoint(path, {"kind": "dis", "n": 2})

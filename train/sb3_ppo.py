@@ -151,5 +151,7 @@ if __name__ == "__main__":
         m = main()
     except (ValueError, FileNotFoundError, RunFolderBusy) as e:
         cli.input_error(e)
+    except OSError as e:  # a full disk (named by trm.checkpoint.atomic_write) or another system error
+        raise SystemExit(f"error: {e}") from None
     if m["interrupted"]:
         raise SystemExit(130)

@@ -494,6 +494,8 @@ def main(scheme: str, description: str, argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     except (ValueError, FileNotFoundError, RunFolderBusy) as e:
         cli.input_error(e)
+    except OSError as e:  # a full disk (named by trm.checkpoint.atomic_write) or another system error
+        raise SystemExit(f"error: {e}") from None
     if not m:  # a rank other than 0 of a multi-process run
         return
     print(f"{scheme}: {summary_line(m)}")

@@ -12,7 +12,9 @@ written file and two writers never share a temporary name.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +38,8 @@ os.umask(_UMASK)
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a unique temporary path next to ``path``, then rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was; a write that fails
+    on a full disk raises ``OSError(ENOSPC)`` naming ``path``.
     """
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,8 +49,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # the permissions a plain open() would give, not mkstemp's 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and shutil.disk_usage(path.parent).free <= max(written, 1 << 20):
+            # torch reports a full disk as "unexpected pos"; say what happened and what was kept
+            kept = "the previous file is kept" if path.exists() else "nothing was written"
+            raise OSError(errno.ENOSPC, f"no space left on the disk of {path} while writing it; {kept}") from e
         raise
 
 

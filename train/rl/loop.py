@@ -311,5 +311,7 @@ def run_script(main: Callable[[], dict[str, Any]]) -> None:
         m = main()
     except (ValueError, FileNotFoundError, RunFolderBusy) as e:
         cli.input_error(e)
+    except OSError as e:  # a full disk (named by trm.checkpoint.atomic_write) or another system error
+        raise SystemExit(f"error: {e}") from None
     if m.get("interrupted"):
         raise SystemExit(130)
