@@ -53,7 +53,7 @@ from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
 from trm.config import TrainConfig, TRMConfig, configs_from_dict
 from trm.ema import EMA
 from trm.losses import stablemax_cross_entropy
-from trm.model import TRM
+from trm.model import TRM, training_bytes
 from trm.targets import PATHS
 
 BASE_CONFIGS = {  # each scheme's network and training presets
@@ -90,13 +90,9 @@ class Args(RunArgs):
             raise ValueError(f"--log-every must be at least 1, got {self.log_every}")
         if self.paper and self.training.scheme != "trm":
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
-        with torch.device("meta"):  # the parameter count without allocating the parameters
-            params = sum(p.numel() for p in TRM(self.model).parameters())
-        # weights, gradients, Adam's two moments and the EMA in fp32, and a rough share of a batch's activations
-        # (each process of a multi-process run takes batch / world puzzles)
-        per_rank = self.training.batch_size / max(1, int(os.environ.get("WORLD_SIZE", "1")))
-        activations = per_rank * (self.model.seq_len + self.model.prefix_tokens) * self.model.hidden * 4 * 16
-        check_memory(params * 4 * 5 + activations, "the model (--hidden, --layers, --expansion) and --batch-size", self.device)
+        per_rank = self.training.batch_size / max(1, int(os.environ.get("WORLD_SIZE", "1")))  # each process's share
+        check_memory(training_bytes(self.model, per_rank), "the model (--hidden, --layers, --expansion) and --batch-size",
+                     self.device)
         if self.init_from and not self.resume:  # a resume reads the lineage from its own checkpoint
             init_checks(self.init_from, self.model, self.training.scheme)
 

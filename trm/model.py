@@ -307,3 +307,13 @@ class TRM(nn.Module):
         from trm.pretrained import from_pretrained
 
         return from_pretrained(directory)[0]
+
+
+def training_bytes(cfg: TRMConfig, batch: float) -> float:
+    """A rough estimate of the memory (bytes) training ``cfg`` on ``batch`` puzzles takes: weights, gradients,
+    Adam's two moments and the EMA in fp32, and a share of the batch's activations. The parameters are
+    counted on the meta device, without allocating them; a check before a run, not a measurement."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in TRM(cfg).parameters())
+    activations = batch * (cfg.seq_len + cfg.prefix_tokens) * cfg.hidden * 4 * 16
+    return params * 4 * 5 + activations
