@@ -459,7 +459,8 @@ def test_dis_control_on_rls_own_labelled_puzzles_fine_tunes_the_start(tmp_path, 
     assert run["args"]["init_from"] == tiny_dis_checkpoint and run["data"] == "generated:easy"
     assert run["args"]["pool_size"] == 32 and run["args"]["eval_size"] == 8  # RL's pool and held-out split
     assert run["training"]["lr"] == 1e-4 and run["training"]["lr_min_ratio"] == 1.0  # the expert's constant rate
-    row = r"\| DIS continued [0-9.]+ min on RL's puzzles, labelled instead of RL, all steps \|"
+    assert control["train_forward_passes"] >= m["train_forward_passes"]  # the RL run's passes, counted by the model
+    row = r"\| DIS on RL's puzzles, labelled instead of RL \([0-9,]+ passes, [0-9.]+ min\), all steps \|"
     assert re.search(row, capsys.readouterr().out)
 
 

@@ -27,7 +27,8 @@ Objectives (``--objective``, ``train/rl/update.py``):
   value loss; epochs stop early above ``--target-kl``, the run above ``--abort-kl``;
 * ``group``: the clipped ratio with group-relative advantages: rollouts hold ``--group-size K``
   episodes of each puzzle, and episode ``i``'s return minus the mean of its group's other
-  ``K - 1`` returns is the advantage of each of its steps (per cell under ``--credit cell``);
+  ``K - 1`` returns is the advantage of each of its steps (per cell under ``--credit cell``; under
+  ``--credit shared`` every blank cell takes the episode's advantage through its own clipped ratio);
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)``, fitted by advantage-weighted
   maximum likelihood (weights normalised to mean 1, capped at ``--max-weight``).
 
@@ -87,6 +88,8 @@ class Args(RLArgs):
             raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {k}")
         if self.advantage.credit == "cell" and self.update.objective == "pi":
             raise ValueError("--credit cell is implemented for --objective ppo and group")
+        if self.advantage.credit == "shared" and self.update.objective != "group":
+            raise ValueError("--credit shared is the group objective's: use it with --objective group")
 
 
 def make_optimizer(policy: RecursionPolicy, args: Args) -> torch.optim.Optimizer:

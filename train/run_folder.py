@@ -63,6 +63,7 @@ class RunArgs:
     pool_size: int = 4096  # generated training puzzles
     eval_size: int = 256  # held-out puzzles
     checkpoint_every: float = 1.0  # minutes between checkpoints (the first comes within 30 s; 0: every batch)
+    forward_passes: int = 0  # stop once the training forward passes (counted by the model) reach this (0: no limit)
 
     checkpoint_file = CHECKPOINT  # what --resume reads in OUT (a class attribute, not an option)
 
@@ -90,6 +91,8 @@ class RunArgs:
             raise ValueError(f"--out {self.out} holds a run ({', '.join(held)}): add --resume to continue it or "
                              "--overwrite to replace it")
         check_seed(self.seed)
+        if self.forward_passes < 0:
+            raise ValueError(f"--forward-passes must be >= 0 (0: no limit), got {self.forward_passes}")
         for record in ("run.json", "metrics.json"):
             if self.resume and (Path(self.out) / record).is_file():
                 read_json(Path(self.out) / record)  # a corrupt one is named now, not after training
@@ -277,21 +280,24 @@ def check_finite(value: torch.Tensor | float, where: str) -> None:
 
 
 class Budget:
-    """A wall-clock budget in minutes and an optional limit on a count (batches, updates).
+    """A wall-clock budget in minutes, an optional limit on a count (batches, updates) and an optional
+    limit on training forward passes (counted by the model; ``passes_limit`` 0: none).
 
     ``elapsed`` carries the seconds already spent before a ``--resume``.
     """
 
-    def __init__(self, minutes: float, limit: int | None = None, elapsed: float = 0.0) -> None:
+    def __init__(self, minutes: float, limit: int | None = None, elapsed: float = 0.0, passes_limit: int = 0) -> None:
         self.seconds = minutes * 60
         self.limit = limit
+        self.passes_limit = passes_limit
         self.start = time.perf_counter() - elapsed
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def exhausted(self, count: int) -> bool:
-        return (self.limit is not None and count >= self.limit) or self.elapsed() >= self.seconds
+    def exhausted(self, count: int, passes: int = 0) -> bool:
+        return ((self.limit is not None and count >= self.limit) or self.elapsed() >= self.seconds
+                or (self.passes_limit > 0 and passes >= self.passes_limit))
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

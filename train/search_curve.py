@@ -101,12 +101,15 @@ def eval_sets(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     return sets
 
 
-def search_point(agent: SearchAgent, puzzles: np.ndarray, solutions: np.ndarray | None, args: Args) -> dict[str, Any]:
-    """Solve rate [95% bootstrap interval] and forward passes per puzzle of ``agent``, over chunks of puzzles."""
+def search_point(
+    agent: SearchAgent, puzzles: np.ndarray, solutions: np.ndarray | None, chunk: int = 64, device: str = "cpu"
+) -> dict[str, Any]:
+    """Solve rate [95% bootstrap interval] and forward passes per puzzle of ``agent``, over chunks of
+    ``chunk`` puzzles (``chunk * K`` trajectories at once); ``solved`` holds the per-puzzle outcomes."""
     solved, passes, t0 = [], [], time.perf_counter()
-    for i in range(0, len(puzzles), args.chunk):
-        sol = None if solutions is None else solutions[i : i + args.chunk]
-        r = run_episodes(agent, puzzles[i : i + args.chunk], sol, device=args.device, max_steps=agent.max_steps)
+    for i in range(0, len(puzzles), chunk):
+        sol = None if solutions is None else solutions[i : i + chunk]
+        r = run_episodes(agent, puzzles[i : i + chunk], sol, device=device, max_steps=agent.max_steps)
         solved.append(r["solved"])
         passes.append(r["forward_passes"])
     s = np.concatenate(solved)
@@ -118,6 +121,7 @@ def search_point(agent: SearchAgent, puzzles: np.ndarray, solutions: np.ndarray 
         "forward_passes_per_puzzle": float(np.concatenate(passes).mean()),
         "puzzles": len(s),
         "wall_seconds": time.perf_counter() - t0,
+        "solved": s.astype(bool).tolist(),
     }
 
 
@@ -174,7 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for tier, (p, s) in sets.items():
                 for k in args.k_list():
                     agent = SearchAgent(base.model, k=k, **kw)
-                    rows.append({"tier": tier, "k": k, **search_point(agent, p, s, args)})
+                    point = search_point(agent, p, s, args.chunk, args.device)
+                    point.pop("solved")
+                    rows.append({"tier": tier, "k": k, **point})
                     r = rows[-1]
                     print(f"{tier:8s} K={k:3d}  solve {r['solve_rate']:6.1%}  fp/puzzle {r['forward_passes_per_puzzle']:7.1f}"
                           f"  {r['wall_seconds']:.0f}s", flush=True)

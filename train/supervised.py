@@ -372,17 +372,26 @@ def curve_point(run: RunFolder, tr: Trainer, m: dict[str, Any]) -> None:
     curve.append(point)
 
 
+def schedule_progress(args: Args, state: dict[str, Any], budget: Budget) -> float:
+    """Where the learning-rate schedule stands, in [0, 1]: over ``--forward-passes`` when given, else over
+    ``--steps`` batches (both reproducible), else over the ``--minutes`` budget."""
+    if args.forward_passes:
+        return state["train_forward_passes"] / args.forward_passes
+    return state["batch"] / args.steps if args.steps else budget.elapsed() / budget.seconds
+
+
 def loop(run: RunFolder, tr: Trainer) -> None:
     """Batches until the budget, the step limit or a stop signal; checkpoints on the cadence."""
     args = tr.args
-    budget, cadence = Budget(args.minutes, args.steps, tr.state["wall_seconds"]), Cadence(args.checkpoint_every)
+    budget = Budget(args.minutes, args.steps, tr.state["wall_seconds"], args.forward_passes)
+    cadence = Cadence(args.checkpoint_every)
     desc, start = f"{tr.tc.scheme} training", tr.state["batch"]
     bar = tqdm(desc=desc, unit="batch", initial=start, total=args.steps, leave=False, disable=None)
     tr.model.train()
     lead = tr.ddp.rank == 0  # rank 0 keeps the clock (its curve evaluations pause it) and evaluates
-    while not all_stop(tr.ddp, (lead and budget.exhausted(tr.state["batch"])) or run.stop_requested, str(tr.device)):
-        # the schedule runs over --steps batches when given (reproducible), else over the --minutes budget
-        progress = tr.state["batch"] / args.steps if args.steps else budget.elapsed() / budget.seconds
+    while not all_stop(tr.ddp, (lead and budget.exhausted(tr.state["batch"], tr.state["train_forward_passes"]))
+                       or run.stop_requested, str(tr.device)):
+        progress = schedule_progress(args, tr.state, budget)
         logs = tr.batch(float(tr.ddp.max(torch.tensor(progress, device=tr.device))))
         tr.state["wall_seconds"] = budget.elapsed()
         bar.update(1)

@@ -21,7 +21,9 @@ from train.distributed import Dist
 class AdvantageSettings:
     """How credit is assigned over the steps of an episode."""
 
-    credit: Literal["joint", "cell"] = "joint"  # one advantage per step, or each cell its own (info["cell_reward"])
+    # joint: one advantage per step (one ratio over the whole action); cell: each cell its own return of
+    # info["cell_reward"]; shared (--objective group): each cell its own ratio, all sharing the episode's advantage
+    credit: Literal["joint", "cell", "shared"] = "joint"
     gamma: float = 1.0  # discount; must be 1: the env's shaping is potential-based only undiscounted
     gae_lambda: float = 1.0  # 1: Monte Carlo returns minus V (see train/rl/advantages.py)
 
@@ -107,13 +109,22 @@ def group_advantages(buf: dict[str, torch.Tensor], credit: str, group_size: int,
     Every step of episode ``i`` gets ``A_i = R_i - mean_{j != i} R_j`` (``R`` the undiscounted
     return, ``(N,)``; groups are ``group_size`` consecutive environments). Under per-cell credit
     cell ``c`` gets its own ``R_ic - mean_{j != i} R_jc`` from its per-cell rewards, and the shared
-    part (solve bonus, step cost) credits the halt. No value head is involved.
+    part (solve bonus, step cost) credits the halt. Under shared credit every blank cell and the halt
+    of episode ``i`` get the whole ``A_i``, solve bonus included, each through its own clipped ratio
+    (a per-cell ratio does not clip as soon as the joint ratio over some 50 cells does). No value
+    head is involved.
     """
     valid, k = buf["valid"], group_size
     ret = buf["reward"].sum(0)
-    if credit == "joint":
+    if credit in ("joint", "shared"):
         adv = torch.where(valid, leave_one_out(ret, k)[None], 0)
-        return Advantages(adv, normalised(adv, valid, ddp), torch.zeros_like(adv))
+        adv_n = normalised(adv, valid, ddp)
+        if credit == "joint":
+            return Advantages(adv, adv_n, torch.zeros_like(adv))
+        cell_mask = valid[..., None] & buf["blank"]
+        cell = torch.where(cell_mask, adv[..., None], 0)
+        cell_n = torch.where(cell_mask, adv_n[..., None], 0)
+        return Advantages(adv, adv_n, torch.zeros_like(adv), cell, cell_n, torch.zeros_like(cell))
     cell_ret = buf["cell_reward"].sum(0)  # (N, 81)
     adv = torch.where(valid, leave_one_out(ret - cell_ret.sum(-1), k)[None], 0)
     cell_mask = valid[..., None] & buf["blank"]
@@ -128,6 +139,8 @@ def advantages(buf: dict[str, torch.Tensor], s: AdvantageSettings, ddp: Dist, gr
     valid = buf["valid"]
     if group_size:
         return group_advantages(buf, s.credit, group_size, ddp)
+    if s.credit == "shared":
+        raise ValueError("--credit shared is the group objective's (--objective group)")
     if s.credit == "joint":
         adv, ret = gae(buf, s.gamma, s.gae_lambda)
         return Advantages(adv, normalised(adv, valid, ddp), ret)

@@ -9,7 +9,6 @@ from the start instead of RL (:func:`dis_continued_control`).
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -136,56 +135,64 @@ def table(before: dict, after: dict, *controls: dict | None) -> str:
         lines.append(table_row(f"{when}, sampled policy", res["sampled"]))
     for control in (c for c in controls if c is not None):
         what = "on RL's puzzles, labelled" if control.get("data") == "rl" else "on its own data"
-        lines.append(table_row(f"DIS continued {control['seconds'] / 60:.1f} min {what} instead of RL, all steps", control))
+        passes = f"{control['train_forward_passes']:,} passes" if "train_forward_passes" in control else ""
+        lines.append(table_row(f"DIS {what} instead of RL ({passes}, {control['seconds'] / 60:.1f} min), all steps", control))
     return "\n".join(lines)
 
 
-def dis_control_args(init_path: Path, ck: dict[str, Any], seconds: float, args: RLArgs, device: str, source: str,
+CONTROL_FOLDERS = {"start": "dis_continued", "rl": "dis_on_rl_data"}
+
+
+def dis_control_args(init_path: Path, ck: dict[str, Any], passes: int, args: RLArgs, device: str, source: str,
                      rl_lr: float) -> supervised.Args:
-    """The DIS run of a control (see :func:`dis_continued_control`): its model and training settings are the
-    start's (for ``rl`` at the constant rate ``rl_lr``), its data the start's own (``start``) or RL's (``rl``)."""
+    """The DIS run of a control (see :func:`dis_continued_control`): it fine-tunes the start's weights
+    (``--init-from``) with the RL run's ``--seed``, the start's model and training settings at the constant
+    rate ``rl_lr``, for ``passes`` training forward passes, on the start's own labelled source (``start``)
+    or on RL's puzzles with their labels (``rl``)."""
     model, training = configs_from_dict(ck["config"], ck.get("training"))
-    out = Path(args.out) / ("dis_continued" if source == "start" else "dis_on_rl_data")
-    common = {"out": str(out), "device": device, "eval_limit": 1, "model": model}
-    if source == "start":
-        a = {k: ck["args"][k] for k in supervised.DATA_SETTINGS}
-        a["init_from"] = ck["args"].get("init_from", "")  # a start that was itself a fine-tune resumes as one
-        return supervised.default_args("dis", **common, **a, training=training, resume=True,
-                                       minutes=(ck["state"]["wall_seconds"] + seconds) / 60)
     training = replace(training, lr=rl_lr, lr_min_ratio=1.0, warmup_steps=1)
-    data = {"seed": args.seed, "difficulty": args.difficulty, "pool_size": args.pool_size, "eval_size": args.eval_size,
-            "puzzles": args.puzzles, "augment": True}
-    return supervised.default_args("dis", **common, **data, training=training, init_from=str(init_path), minutes=seconds / 60,
-                                   overwrite=True)  # the control belongs to the RL run: a rerun measures it afresh
+    out = Path(args.out) / CONTROL_FOLDERS[source]
+    if source == "start":
+        own = ck["args"]
+        data = {"difficulty": own["difficulty"], "puzzles": own.get("puzzles", ""), "pool_size": own["pool_size"],
+                "eval_size": own["eval_size"], "augment": own.get("augment", True)}
+    else:
+        data = {"difficulty": args.difficulty, "pool_size": args.pool_size, "eval_size": args.eval_size,
+                "puzzles": args.puzzles, "augment": True}
+    # the budget is the RL run's training forward passes; the clock only guards against a runaway (a day)
+    return supervised.default_args("dis", out=str(out), device=device, eval_limit=1, model=model, training=training,
+                                   seed=args.seed, init_from=str(init_path), forward_passes=max(1, passes),
+                                   minutes=24 * 60.0, overwrite=True, **data)  # a rerun of the RL run measures it afresh
 
 
 def dis_continued_control(
-    init_path: Path, seconds: float, data: Split, args: RLArgs, device: str, source: str = "start", rl_lr: float | None = None
+    init_path: Path, passes: int, data: Split, args: RLArgs, device: str, source: str = "start", rl_lr: float | None = None
 ) -> dict[str, Any] | None:
-    """Accuracy without RL: the starting DIS checkpoint trained on by DIS for the RL's wall-clock ``seconds``.
+    """Accuracy without RL: the start fine-tuned by DIS with labels for the RL run's ``passes`` training forward passes.
 
-    ``source="start"`` (``--control-data start``): the checkpoint is copied to ``OUT/dis_continued`` and resumed there
-    with its own data settings (it continues its own data stream; a decaying learning-rate
-    schedule is stretched over the longer budget, so the rate climbs back part way: a warm
-    restart). ``source="rl"`` (``--control-data rl``, in ``OUT/dis_on_rl_data``): DIS fine-tunes the checkpoint's
-    weights on RL's own training puzzles *with their labels* (``--init-from``, the same seed, tier or
-    file, pool and held-out split), at the constant rate ``rl_lr`` (default: the start run's final rate).
-    Either way it is measured on RL's held-out puzzles with every step run. Returns None when the start
-    is not a DIS run (or, for ``rl``, not a resumable one).
+    Like for like with the RL run: the same start (its weights, ``--init-from``), the RL run's own
+    training seed (so each RL seed has its own control and data stream; nothing is resumed), the
+    start's weight average and batch size, a constant rate ``rl_lr`` (default: the start run's
+    final rate) and a budget in training forward passes counted by the model, not wall clock.
+
+    * ``source="start"`` (``--control-data start``, in ``OUT/dis_continued``; c1): the start's own
+      labelled source (its tier or collection, pool and held-out sizes), drawn with the RL seed.
+    * ``source="rl"`` (``--control-data rl``, in ``OUT/dis_on_rl_data``; c4): RL's own training
+      puzzles *with their labels*, which RL never reads in verifier mode: an upper reference.
+
+    Either way it is measured on RL's held-out puzzles with every step run. Returns the measurement
+    with the control's ``seconds``, ``optimizer_steps`` and ``train_forward_passes``; None when the start
+    is not a DIS run.
     """
     ck = load_checkpoint(init_path)
     if ck["kind"] != "dis" or "args" not in ck:
         return None
     training = configs_from_dict(ck["config"], ck.get("training"))[1]
     rl_lr = training.lr * training.lr_min_ratio if rl_lr is None else rl_lr
-    a = dis_control_args(init_path, ck, seconds, args, device, source, rl_lr)
-    if source == "start":  # a fresh copy of the start, whatever an earlier run left there
-        shutil.rmtree(a.out, ignore_errors=True)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    if source == "start":
-        shutil.copyfile(init_path, Path(a.out) / "checkpoint.pt")
-    print(f"control: DIS continued ({source} data) for {seconds / 60:.1f} min -> {a.out}", flush=True)
-    supervised.train(a)
+    a = dis_control_args(init_path, ck, passes, args, device, source, rl_lr)
+    print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes -> {a.out}", flush=True)
+    res = supervised.train(a)
     model, _ = load_model(Path(a.out) / "checkpoint.pt", "dis")
     m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
-    return {**m, "seconds": seconds, "data": source}
+    counts = {k: res[k] for k in ("optimizer_steps", "train_forward_passes")}
+    return {**m, "seconds": res["wall_seconds"], **counts, "data": source, "checkpoint": str(Path(a.out) / "checkpoint.pt")}

@@ -170,9 +170,10 @@ def progress_line(u: int, stats: dict[str, float], seconds: float) -> str:
 def train_loop(run: RunFolder, rl: RLRun) -> None:
     """Updates until the budget, ``--updates`` or a stop signal; checkpoints on the cadence."""
     args = rl.args
-    budget = Budget(args.minutes, args.updates or None, rl.state["wall_seconds"])
+    budget = Budget(args.minutes, args.updates or None, rl.state["wall_seconds"], args.forward_passes)
     cadence = Cadence(args.checkpoint_every)
-    while not all_stop(rl.ddp, budget.exhausted(rl.state["update"]) or run.stop_requested, rl.device):
+    while not all_stop(rl.ddp, budget.exhausted(rl.state["update"], rl.state["train_forward_passes"]) or run.stop_requested,
+                       rl.device):
         stats = rl.iteration()
         rl.state["wall_seconds"] = budget.elapsed()
         u = rl.state["update"]
@@ -207,8 +208,8 @@ def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | No
     if c.control_dis and rl.ddp.world == 1 and not run.stop_requested and init is not None:
         for source in controls:
             if c.control_data in (source, "both"):
-                seconds = rl.state["wall_seconds"]
-                controls[source] = dis_continued_control(init, seconds, rl.data, rl.args, rl.device, source, rl_lr)
+                passes = rl.state["train_forward_passes"]
+                controls[source] = dis_continued_control(init, passes, rl.data, rl.args, rl.device, source, rl_lr)
     return controls
 
 
