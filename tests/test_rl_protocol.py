@@ -82,19 +82,22 @@ def test_the_protocol_trains_every_arm_per_seed_on_equal_passes_and_tables_paire
     out = tmp_path / "protocol"
     argv = ["--start", tiny_dis_checkpoint, "--out", str(out), "--seeds", "0,1", "--forward-passes", "1500",
             "--num-envs", "8", "--expert-search", "4", "--group-size", "4", "--epochs", "1", "--val-size", "16",
-            "--eval-size", "16", "--search-size", "4", "--search-k", "2"]
+            "--eval-size", "16", "--search-size", "4", "--search-k", "2", "--families", "expert,group"]
     p = protocol.main(argv)
     for seed in ("0", "1"):
         arms = p["runs"][seed]["arms"]
-        spent = arms["rl"]["train_forward_passes"]
-        assert spent >= 1500
+        assert min(arms[rl]["train_forward_passes"] for rl in ("rl_expert", "rl_group")) >= 1500
+        spent = max(arms[rl]["train_forward_passes"] for rl in ("rl_expert", "rl_group"))
         for arm in ("c1_dis_source", "c2_self_training", "c4_dis_labelled"):
             assert arms[arm]["train_forward_passes"] >= spent  # each control trained for what its RL arm spent
         root = out / f"seed{seed}"
         c1 = json.loads((root / "c1_dis_source" / "run.json").read_text())
         c4 = json.loads((root / "c4_dis_labelled" / "run.json").read_text())
         c2 = json.loads((root / "c2_self_training" / "run.json").read_text())
-        rl = json.loads((root / "rl" / "run.json").read_text())
+        rl = json.loads((root / "rl_expert" / "run.json").read_text())
+        group = json.loads((root / "rl_group" / "run.json").read_text())
+        assert group["args"]["objective"] == "group" and group["args"]["credit"] == "shared"
+        assert group["args"]["reward_mode"] == "verifier" and group["args"]["seed"] == int(seed)
         assert c1["data"] == "generated:easy" and c4["data"] == "collection:sudoku17:train"  # the start's source; RL's
         assert {r["args"]["seed"] for r in (c1, c2, c4, rl)} == {int(seed)}  # every arm its seed's own stream
         assert rl["args"]["reward_mode"] == c2["args"]["reward_mode"] == "verifier"
@@ -102,8 +105,9 @@ def test_the_protocol_trains_every_arm_per_seed_on_equal_passes_and_tables_paire
         assert rl["args"]["lr"] == c2["args"]["lr"] == c1["training"]["lr"] == 1e-4
     assert p["sets"] == {"sudoku17:val": 16}
     table = (out / "table_val.md").read_text()
-    for row in ("| start |", "| rl |", "| c1_dis_source |", "| c2_self_training |", "| c4_dis_labelled |",
-                "| rl - c1 |", "| rl - start, search K = 2 |", "| start, search K = 2 |"):
+    for row in ("| start |", "| rl_expert |", "| rl_group |", "| c1_dis_source |", "| c2_self_training |",
+                "| c4_dis_labelled |", "| rl_expert - c1 |", "| rl_group - c2 |", "| rl_group - start, search K = 2 |",
+                "| start, search K = 2 |", "| rl_expert, search K = 2 |"):
         assert row in table
     with pytest.raises(SystemExit):  # a second protocol in the same folder needs --resume
         protocol.main(argv)
@@ -119,6 +123,7 @@ def test_protocol_refuses_bad_settings_before_creating_anything(tmp_path, tiny_d
         (["--start", tiny_dis_checkpoint, "--puzzles", "sudoku17:test"], "--puzzles must be a collection's training part"),
         (["--start", tiny_dis_checkpoint, "--expert-search", "3"], "must divide --num-envs 128"),
         (["--start", tiny_dis_checkpoint, "--lr", "nan"], "--lr must be a finite number"),
+        (["--start", tiny_dis_checkpoint, "--families", "expert,ppo"], "--families must list some of expert, group"),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:

@@ -4,19 +4,20 @@ From one DIS checkpoint trained with labels on generated tiers only (``--start``
 training seed ``s`` in ``--seeds`` the protocol trains, each arm in its own run folder
 ``OUT/seed<s>/<arm>`` with its own seed and data stream (nothing is resumed from another arm):
 
-* ``rl``: RL without labels on the training part of ``--puzzles`` (rewards from the rules
-  alone), ``--family expert`` (expert iteration with the verified search at ``K = --expert-search``,
-  ``train/expert_iteration.py``) or ``--family group`` (the group objective over ``--group-size``
-  symmetric views of each puzzle, each cell with its own clipped ratio and the episode's shared
-  advantage, ``train/ppo_recursion.py --objective group --credit shared``), for
-  ``--forward-passes`` training forward passes (counted by the model, the search's included);
+* one RL arm per family of ``--families``, RL without labels on the training part of
+  ``--puzzles`` (rewards from the rules alone) for ``--forward-passes`` training forward passes
+  (counted by the model, the search's included): ``rl_expert``, expert iteration with the
+  verified search at ``K = --expert-search`` (``train/expert_iteration.py``); ``rl_group``, the
+  group objective over ``--group-size`` symmetric views of each puzzle, each cell with its own
+  clipped ratio and the episode's shared advantage, solve bonus included
+  (``train/ppo_recursion.py --objective group --credit shared``);
 * ``c1_dis_source``: the start fine-tuned by DIS with labels on its own generated source;
 * ``c2_self_training``: expert iteration without search (``K = 1``: only the greedy answers that
   verify join the replay) with the same pool, replay, weight average and learning rate;
 * ``c4_dis_labelled``: an upper reference that reads labels RL never sees: DIS with labels on
   RL's own training puzzles.
 
-Every control runs for the training forward passes its seed's RL arm spent, at the same
+Every control runs for the most training forward passes an RL arm of its seed spent, at the same
 constant learning rate ``--lr`` and the start's weight average; each row records optimizer
 steps, training forward passes and wall time. Settings are chosen with ``--eval-part val``
 (the RL run's validation slice, the last ``--val-size`` lines of the training part); the test
@@ -67,7 +68,8 @@ from train.search_curve import search_point
 from train.stats import seed_interval
 from trm.checkpoint import load_checkpoint, load_model
 
-ARMS = ("rl", "c1_dis_source", "c2_self_training", "c4_dis_labelled")
+RL_ARMS = {"expert": "rl_expert", "group": "rl_group"}  # family -> arm
+CONTROLS = ("c1_dis_source", "c2_self_training", "c4_dis_labelled")
 TEST_PARTS = ("sudoku17:test", "top1465:test")
 CLOCK_GUARD_MINUTES = 24 * 60.0  # budgets are forward passes; the clock only stops a runaway
 
@@ -77,7 +79,7 @@ class Args:
     start: str = ""  # DIS checkpoint (trained with labels on generated tiers only) every arm starts from
     out: str = "runs/rl_protocol"  # folder: seed<s>/<arm>/ run folders, protocol_<part>.json, table_<part>.md
     seeds: str = "0,1,2"  # training seeds, comma-separated: every arm of seed s trains with --seed s
-    family: Literal["expert", "group"] = "expert"  # the RL arm: expert iteration with search, or the group objective
+    families: str = "expert"  # RL arms, comma-separated: expert (expert iteration with search), group (group objective)
     puzzles: str = "sudoku17"  # the collection RL trains on without labels (its training part)
     val_size: int = 256  # the RL runs' validation slice (the last lines of the training part)
     forward_passes: int = 2_000_000  # RL's training forward passes per seed; each control gets what its RL arm spent
@@ -114,6 +116,9 @@ class Args:
             raise ValueError(f"--seeds must be distinct training seeds, got {self.seeds!r}")
         for s in seeds:
             check_seed(s)
+        bad = [f for f in self.family_list() if f not in RL_ARMS]
+        if bad or not self.family_list():
+            raise ValueError(f"--families must list some of {', '.join(RL_ARMS)}, got {self.families!r}")
         if real_sets.parse_spec(self.puzzles) is None or real_sets.parse_spec(self.puzzles)[1] != "train":
             raise ValueError(f"--puzzles must be a collection's training part ({', '.join(real_sets.REAL_SETS)}), "
                              f"got {self.puzzles!r}")
@@ -133,6 +138,13 @@ class Args:
         if held and not self.resume:
             raise ValueError(f"--out {self.out} holds a protocol ({', '.join(held)}): add --resume to continue it")
         check_device(self.device)
+
+    def family_list(self) -> list[str]:
+        return [f.strip() for f in self.families.split(",") if f.strip()]
+
+    def arms(self) -> list[str]:
+        """The RL arms asked for, then the controls."""
+        return [RL_ARMS[f] for f in self.family_list()] + list(CONTROLS)
 
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds.split(",") if s.strip()]
@@ -202,10 +214,13 @@ def run_dis_arm(a: Args, seed: int, out: Path, passes: int, source: str) -> dict
 
 
 def train_seed(a: Args, seed: int) -> dict[str, dict[str, Any]]:
-    """Every arm of one training seed; the controls get the training forward passes the RL arm spent."""
+    """Every arm of one training seed; the controls get the most training forward passes an RL arm spent."""
     root = Path(a.out) / f"seed{seed}"
-    arms = {"rl": run_rl_arm(a, seed, root / "rl", a.forward_passes, a.expert_search if a.family == "expert" else None)}
-    spent = arms["rl"]["train_forward_passes"]
+    arms = {}
+    for family in a.family_list():
+        name = RL_ARMS[family]
+        arms[name] = run_rl_arm(a, seed, root / name, a.forward_passes, a.expert_search if family == "expert" else None)
+    spent = max(r["train_forward_passes"] for r in arms.values())
     arms["c1_dis_source"] = run_dis_arm(a, seed, root / "c1_dis_source", spent, "start")
     arms["c2_self_training"] = run_rl_arm(a, seed, root / "c2_self_training", spent, 1)
     arms["c4_dis_labelled"] = run_dis_arm(a, seed, root / "c4_dis_labelled", spent, "rl")
@@ -258,17 +273,17 @@ def interval(values: list[float]) -> str:
 
 def markdown(runs: dict[int, dict[str, Any]], start_eval: dict[int, dict[str, Any]], sets: list[str], a: Args) -> str:
     """Per set: each row's greedy solve rate (mean [95% t interval] over seeds), the search at each K for
-    the start and RL, the paired differences, and each row's counters (means over seeds)."""
-    seeds = sorted(runs)
-    lines = [f"RL family: {a.family}; seeds {', '.join(map(str, seeds))}; evaluated: {a.eval_part}"]
+    the start and each RL arm, the paired differences, and each row's counters (means over seeds)."""
+    seeds, rl_arms = sorted(runs), [RL_ARMS[f] for f in a.family_list()]
+    lines = [f"RL arms: {', '.join(rl_arms)}; seeds {', '.join(map(str, seeds))}; evaluated: {a.eval_part}"]
     for name in sets:
         lines += ["", f"### {name}", "", "| row | greedy solve % | passes / puzzle | optimizer steps | training forward passes "
                   "| wall min |", "|---|---|---|---|---|---|"]
-        g = {arm: [runs[s]["eval"][arm][name]["greedy"] for s in seeds] for arm in ARMS}
+        g = {arm: [runs[s]["eval"][arm][name]["greedy"] for s in seeds] for arm in a.arms()}
         g["start"] = [start_eval[s][name]["greedy"] for s in seeds]
         passes = start_eval[seeds[0]][name]["greedy_passes"]
         lines.append(f"| start | {interval(g['start'])} | {passes:.1f} | 0 | 0 | 0 |")
-        for arm in ARMS:
+        for arm in a.arms():
             rec = [runs[s]["arms"][arm] for s in seeds]
             ev = [runs[s]["eval"][arm][name] for s in seeds]
             lines.append(f"| {arm} | {interval(g[arm])} | {np.mean([e['greedy_passes'] for e in ev]):.1f} | "
@@ -276,19 +291,18 @@ def markdown(runs: dict[int, dict[str, Any]], start_eval: dict[int, dict[str, An
                          f"{np.mean([r['train_forward_passes'] for r in rec]):,.0f} | "
                          f"{np.mean([r['wall_seconds'] for r in rec]) / 60:.1f} |")
         for k in a.k_list():
-            before = [start_eval[s][name][f"search{k}"] for s in seeds]
-            after = [runs[s]["eval"]["rl"][name][f"search{k}"] for s in seeds]
-            bp = np.mean([start_eval[s][name][f"search{k}_passes"] for s in seeds])
-            ap = np.mean([runs[s]["eval"]["rl"][name][f"search{k}_passes"] for s in seeds])
-            lines.append(f"| start, search K = {k} | {interval(before)} | {bp:.1f} | | | |")
-            lines.append(f"| rl, search K = {k} | {interval(after)} | {ap:.1f} | | | |")
+            for who, ev in [("start", start_eval)] + [(arm, {s: runs[s]["eval"][arm] for s in seeds}) for arm in rl_arms]:
+                rate = [ev[s][name][f"search{k}"] for s in seeds]
+                lines.append(f"| {who}, search K = {k} | {interval(rate)} | "
+                             f"{np.mean([ev[s][name][f'search{k}_passes'] for s in seeds]):.1f} | | | |")
         lines += ["", "| difference (points, paired by seed) | mean [95% interval over seeds] |", "|---|---|"]
-        for label, x, y in (("rl - start", "rl", "start"), ("rl - c1", "rl", "c1_dis_source"),
-                            ("rl - c2", "rl", "c2_self_training"), ("rl - c4", "rl", "c4_dis_labelled")):
-            lines.append(f"| {label} | {interval([u - v for u, v in zip(g[x], g[y], strict=True)])} |")
-        for k in a.k_list():
-            d = [runs[s]["eval"]["rl"][name][f"search{k}"] - start_eval[s][name][f"search{k}"] for s in seeds]
-            lines.append(f"| rl - start, search K = {k} | {interval(d)} |")
+        for arm in rl_arms:
+            for other, label in (("start", "start"), ("c1_dis_source", "c1"), ("c2_self_training", "c2"),
+                                 ("c4_dis_labelled", "c4")):
+                lines.append(f"| {arm} - {label} | {interval([u - v for u, v in zip(g[arm], g[other], strict=True)])} |")
+            for k in a.k_list():
+                d = [runs[s]["eval"][arm][name][f"search{k}"] - start_eval[s][name][f"search{k}"] for s in seeds]
+                lines.append(f"| {arm} - start, search K = {k} | {interval(d)} |")
     return "\n".join(lines)
 
 
@@ -300,12 +314,12 @@ def run(a: Args) -> dict[str, Any]:
     runs: dict[int, dict[str, Any]] = {}
     for seed in a.seed_list():
         runs[seed] = {"arms": train_seed(a, seed)}
-    paths = {a.start} | {r["arms"][arm]["checkpoint"] for r in runs.values() for arm in ARMS}
+    paths = {a.start} | {r["arms"][arm]["checkpoint"] for r in runs.values() for arm in a.arms()}
     sets, dropped = eval_sets(a, paths)
     start_eval = {s: evaluate_model(a.start, sets, a.k_list(), a, s) for s in a.seed_list()}
     for seed, r in runs.items():
-        r["eval"] = {arm: evaluate_model(r["arms"][arm]["checkpoint"], sets, a.k_list() if arm == "rl" else (), a, seed)
-                     for arm in ARMS}
+        r["eval"] = {arm: evaluate_model(r["arms"][arm]["checkpoint"], sets, () if arm in CONTROLS else a.k_list(), a, seed)
+                     for arm in a.arms()}
     table = markdown(runs, start_eval, list(sets), a)
     settings = dict(vars(a))
     payload = {"settings": settings, "sets": {k: len(v[0]) for k, v in sets.items()}, "trained_grids": dropped,
