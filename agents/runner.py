@@ -32,8 +32,10 @@ def run_episodes(
     ``dead_steps`` (steps that do not raise the score: the reward ``r_t`` with no step
     cost is not positive, which includes every step taken on an already solved board),
     ``search_nodes``, ``answers`` ``(n, 81)`` (the answer each episode ended with),
+    ``solved_per_step`` ``(n, steps)`` (each episode's outcome after each step, its final one once ended),
     lists ``cell_accuracy_per_step`` / ``solve_rate_per_step`` (each episode counted
-    at its final answer once it has ended) and ``advantage_margin_per_step`` (mean over
+    at its final answer once it has ended), ``forward_passes_per_step`` (counted passes per
+    puzzle spent up to and including each step) and ``advantage_margin_per_step`` (mean over
     blanks of the episodes acting, for agents with a guided readout), and ``wall_seconds``.
     """
     n = len(puzzles)
@@ -56,7 +58,9 @@ def run_episodes(
     z = {k: torch.zeros(n, device=device) for k in ("cell_accuracy", "steps", "forward_passes", "dead_steps", "search_nodes")}
     solved = torch.zeros(n, dtype=torch.bool, device=device)
     answers = obs["puzzle"].clone()
-    curves: dict[str, list[float]] = {"cell_accuracy_per_step": [], "solve_rate_per_step": [], "advantage_margin_per_step": []}
+    solved_per_step = []
+    curves: dict[str, list[float]] = {"cell_accuracy_per_step": [], "solve_rate_per_step": [], "advantage_margin_per_step": [],
+                                      "forward_passes_per_step": []}
     for _ in range(max_steps):
         action, state, info = agent.act(obs, state)
         written = torch.where(obs["puzzle"] > 0, obs["puzzle"], action[:, :81].to(device))  # the env keeps the givens
@@ -76,6 +80,8 @@ def run_episodes(
             curves["advantage_margin_per_step"].append(float((margin * bl).sum() / bl.sum().clamp(min=1)))
         curves["cell_accuracy_per_step"].append(float(z["cell_accuracy"].mean()))
         curves["solve_rate_per_step"].append(float(solved.float().mean()))
+        curves["forward_passes_per_step"].append(float(z["forward_passes"].mean()))
+        solved_per_step.append(solved.clone())
         alive &= ~(term | trunc)
         if not alive.any():
             break
@@ -83,6 +89,7 @@ def run_episodes(
     out = {k: v.cpu().numpy() for k, v in z.items()}
     out["solved"] = solved.cpu().numpy()
     out["answers"] = answers.cpu().numpy()
+    out["solved_per_step"] = torch.stack(solved_per_step, 1).cpu().numpy() if solved_per_step else np.zeros((n, 0), bool)
     return {**out, **curves, "wall_seconds": wall}
 
 
@@ -100,5 +107,6 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "solve_rate_per_step": res["solve_rate_per_step"],
         "cell_accuracy_per_step": res["cell_accuracy_per_step"],
         "advantage_margin_per_step": res["advantage_margin_per_step"],
+        "forward_passes_per_step": res["forward_passes_per_step"],
         "wall_seconds": res["wall_seconds"],
     }

@@ -20,23 +20,29 @@ class TRMAgent(AgentBase):
     """Greedy decoding of the guided logits ``l_w = l_u + w (l_c - l_u)``, ``w = guidance``.
 
     Each ``act`` runs one supervision step (a deep recursion) on the episodes still
-    going, carrying ``(y, z)`` in the agent state. An episode halts after ``n_sup``
-    steps (``max_steps``), or earlier when ``halting`` is on and the Q head says so
+    going, carrying ``(y, z)`` in the agent state. An episode halts after ``steps``
+    supervision steps (``max_steps``; default the trained ``n_sup``), or earlier when ``halting`` is on and the Q head says so
     (``q > 0``), or when ``halt_threshold`` is set and the confidence statistic
     :func:`trm.model.confidence` of the new readout exceeds it (halting without a
     trained head: the no-RL control of learned halting). ``info`` carries ``forward_passes`` (from the model's counter), and the
     readouts ``logits_ref``/``logits`` of the episodes in ``info["rows"]``.
+
+    Deeper than trained (``steps > n_sup``): a model that embeds the step index sees it clamped,
+    every step past ``n_sup`` reading the embedding of step ``n_sup``; the others need nothing.
     """
 
     def __init__(
-        self, model: TRM, *, w: float = 1.0, halting: bool = False, halt_threshold: float | None = None, name: str | None = None
+        self, model: TRM, *, w: float = 1.0, halting: bool = False, halt_threshold: float | None = None, name: str | None = None,
+        steps: int | None = None,
     ) -> None:
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps (supervision steps at test time) must be at least 1, got {steps}")
         self.model = model.eval()
         self.cfg: TRMConfig = model.cfg
         self.guidance = float(w)
         self.halting = halting
         self.halt_threshold = halt_threshold
-        self.max_steps = self.cfg.n_sup
+        self.max_steps = steps or self.cfg.n_sup
         self.name = name or "trm"
 
     @classmethod
@@ -62,7 +68,7 @@ class TRMAgent(AgentBase):
         n = active.shape[0]
         tokens = model.input_tokens(obs["puzzle"], obs["answer"])
         before = model.net.sample_calls
-        out = state["carry"].step(model, tokens[idx], idx, s)
+        out = state["carry"].step(model, tokens[idx], idx, min(s, cfg.n_sup) if cfg.step_embedding else s)
         calls = (model.net.sample_calls - before) / max(1, idx.numel())
         answer = obs["answer"].clone()
         answer[idx] = torch.where(
@@ -72,7 +78,7 @@ class TRMAgent(AgentBase):
         stop = (out.q > 0) if self.halting else torch.zeros(idx.numel(), dtype=torch.bool, device=answer.device)
         if self.halt_threshold is not None:
             stop = stop | (confidence(out.logits) > self.halt_threshold)
-        halt[idx] = stop | (s >= cfg.n_sup)
+        halt[idx] = stop | (s >= self.max_steps)
         fp = torch.zeros(n, device=answer.device)
         fp[idx] = calls
         new_state = {**state, "step": s, "active": active & ~halt}

@@ -36,6 +36,7 @@ import torch
 
 from envs import sudoku
 from train import cli
+from train.run_folder import check_device
 from train.supervised import BASE_CONFIGS, make_optimizer, train_batch
 from trm.config import LEGACY, LEGACY_TRAINING, TrainConfig, TRMConfig
 from trm.ema import EMA
@@ -55,6 +56,7 @@ class Args:
     difficulty: str = "easy"  # tier of the generated puzzles
     seed: int = 0  # puzzle and initialisation seed
     trm_steps: int = 2  # supervision steps per timed TRM batch (its puzzles/s is scaled to the full 16)
+    device: str = "cpu"  # device of the model and the batches
 
     def validate(self) -> None:
         for name in ("batches", "repeats", "trm_steps"):
@@ -62,6 +64,7 @@ class Args:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+        check_device(self.device)
         unknown = [v for v in self.variants.split(",") if v and v not in VARIANTS]
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
@@ -118,31 +121,37 @@ VARIANTS: dict[str, Variant] = {
 
 
 def measure(cfgs: Configs, variant: Variant, puzzles: torch.Tensor, solutions: torch.Tensor, args: Args) -> tuple[float, float]:
-    """Median puzzles/s and optimizer steps/s over ``args.repeats`` timings of ``args.batches`` batches."""
+    """Median puzzles/s and optimizer steps/s over ``args.repeats`` timings of ``args.batches`` batches on
+    ``args.device`` (on cuda each timing waits for the device to finish)."""
     mc, cfg = cfgs
     full = mc.n_sup
     if cfg.scheme == "trm":
         mc = replace(mc, n_sup=min(full, args.trm_steps))
     torch.manual_seed(args.seed)
-    model = TRM(mc)
+    device = torch.device(args.device)
+    model = TRM(mc).to(device)
+    puzzles, solutions = puzzles.to(device), solutions.to(device)
     opt, ema = make_optimizer(cfg, model), EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if variant.compile:
         model.net = torch.compile(model.net)  # the recursive network f: every call goes through it
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(variant.threads or threads)
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if variant.autocast else contextlib.nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if variant.autocast else contextlib.nullcontext()
     b, step, rates = cfg.batch_size, 0, []
     try:
         with amp:
             for r in range(-1, args.repeats):
                 n = args.warmup if r < 0 else args.batches
+                sync()
                 t0, steps = time.perf_counter(), 0
                 for _ in range(n):
-                    idx = torch.randint(len(puzzles), (b,), generator=gen)
+                    idx = torch.randint(len(puzzles), (b,), generator=gen, device=device)
                     logs = train_batch(model, ema, opt, cfg, puzzles[idx], solutions[idx], gen, step)
                     steps += logs["opt_step"] - step
                     step = logs["opt_step"]
+                sync()
                 dt = time.perf_counter() - t0
                 if r >= 0:  # puzzles/s for batches of the full n_sup steps
                     rates.append((n * b / dt * mc.n_sup / full, steps / dt))

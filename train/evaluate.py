@@ -25,12 +25,17 @@ def evaluate(
     device: str | torch.device = "cpu",
     w: float = 1.0,
     halting: bool = False,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """``solve_rate``, ``cell_accuracy``, ``forward_passes_per_puzzle``, ``mean_steps``,
-    ``dead_compute_share`` and per-step curves (see :func:`agents.runner.summarize`)."""
+    ``dead_compute_share`` and per-step curves (see :func:`agents.runner.summarize`).
+
+    ``steps``: supervision steps per puzzle (default the trained ``n_sup``; more runs the model
+    deeper than trained, see :class:`agents.trm_agent.TRMAgent`)."""
     was_training = model.training
     model.reset_counter()
-    res = run_episodes(TRMAgent(model, w=w, halting=halting), puzzles, solutions, device=device, max_steps=model.cfg.n_sup)
+    agent = TRMAgent(model, w=w, halting=halting, steps=steps)
+    res = run_episodes(agent, puzzles, solutions, device=device, max_steps=agent.max_steps)
     model.train(was_training)
     out = summarize(res)
     out.pop("search_nodes_per_puzzle")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,7 @@ from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.evaluate import evaluate
 from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
+from train.refill import LiveBatch
 from train.run_folder import (
     Budget,
     Cadence,
@@ -72,6 +74,7 @@ class Args(RunArgs):
     eval_limit: int = 0  # evaluate at the end on the first N held-out puzzles only (0: all)
     augment: bool = True  # a random validity-preserving symmetry for every training puzzle
     eval_every: int = 0  # evaluate every N batches (on --eval-limit puzzles; not timed) for the learning curve (0: at the end)
+    plateau: float = 0.0  # stop once the curve (--eval-every) gained under this many points over the run's last quarter (0: off)
     log_every: int = 10  # batches between TensorBoard points
     paper: bool = False  # TRM only: the TRM code's Sudoku-Extreme recipe (D=512, batch 768, Adam-atan2)
     amp: bool = False  # bfloat16 autocast of the forward passes (the TRM code's precision; for cuda)
@@ -88,6 +91,10 @@ class Args(RunArgs):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
             raise ValueError(f"--log-every must be at least 1, got {self.log_every}")
+        if not 0 <= self.plateau < 100:
+            raise ValueError(f"--plateau is a gain in points, in [0, 100), got {self.plateau}")
+        if self.plateau and not self.eval_every:
+            raise ValueError("--plateau reads the learning curve: pass --eval-every N as well")
         if self.paper and self.training.scheme != "trm":
             raise ValueError("--paper is the TRM paper's recipe: use it with train/train_trm.py")
         per_rank = self.training.batch_size / max(1, int(os.environ.get("WORLD_SIZE", "1")))  # each process's share
@@ -144,8 +151,8 @@ def make_optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
 
-def step_weight(cfg: TrainConfig, s: int, n_sup: int) -> float:
-    """Weight of supervision step ``s`` (1-based): 1, or ``2 s / (n_sup + 1)`` (mean 1) when increasing."""
+def step_weight(cfg: TrainConfig, s: int | torch.Tensor, n_sup: int) -> float | torch.Tensor:
+    """Weight of supervision step ``s`` (1-based, or a tensor of them): 1, or ``2 s / (n_sup + 1)`` (mean 1) when increasing."""
     return 1.0 if cfg.step_weights == "uniform" else 2.0 * s / (n_sup + 1)
 
 
@@ -245,6 +252,68 @@ def train_batch(
     return logs
 
 
+def train_refill(
+    model: TRM,
+    ema: EMA | None,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    live: LiveBatch,
+    draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    gen: torch.Generator,
+    opt_step: int,
+    n_steps: int,
+    ddp: Dist | None = None,
+    amp: bool = False,
+    progress: float = 0.0,
+) -> dict[str, Any]:
+    """``n_steps`` optimizer steps with the TRM code's carry (``cfg.refill``, :mod:`train.refill`). Returns logs.
+
+    Before each step every ended slot of ``live`` takes a new puzzle from ``draw(R) -> (puzzle, solution)``,
+    each ``(R, 81)``; then one supervision step runs on all ``B`` slots, each at its own step
+    index ``s_i``, with the loss of :func:`train_batch` (slot ``i`` weighted by ``w(s_i)``).
+    A slot ends when its Q head says halt (once ``s_i`` reaches its exploration minimum) or at
+    ``s_i = n_sup``. ``logs["started"]`` counts the puzzles put in.
+    """
+    ddp, mc, device = ddp or Dist(), model.cfg, live.puzzle.device
+    logs: dict[str, Any] = {"loss": [], "cell_accuracy": [], "exact": [], "q_loss": [], "samples": [], "started": 0}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    every = torch.arange(len(live), device=device)
+    for _ in range(n_steps):
+        rows = live.done()
+        if rows.numel():
+            p, sol = draw(int(rows.numel()))
+            minimum = halt_exploration(cfg, mc.n_sup, len(rows), gen, device) if mc.halting else torch.zeros_like(rows)
+            targets = PATHS[cfg.dis_path](p, sol, mc.n_sup, gen) if cfg.scheme == "dis" else None
+            live.refill(rows, p, sol, minimum, targets)
+            logs["started"] += int(rows.numel())
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, opt_step, progress)
+        s = live.advance()
+        with autocast:
+            out = live.carry.step(model, model.input_tokens(live.puzzle, live.answer), every, s.clone())
+        w = step_weight(cfg, s.float(), mc.n_sup)  # 1, or (B,) per slot
+        loss = stablemax_cross_entropy(out.logits, live.target(), w[:, None] if torch.is_tensor(w) else None)
+        pred = out.logits.detach().argmax(-1)
+        exact = (pred == live.solution).all(-1)
+        q_loss = torch.zeros((), device=device)
+        if mc.halting:
+            q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
+            loss = loss + cfg.q_loss_weight * q_loss
+        check_finite(loss, f"at optimizer step {opt_step}")
+        optimizer_step(model, opt, ema, loss, cfg, ddp)
+        opt_step += 1
+        blank = live.puzzle == 0
+        logs["loss"].append(loss.item())
+        logs["q_loss"].append(q_loss.item())
+        logs["cell_accuracy"].append(float(((pred == live.solution) & blank).sum() / blank.sum().clamp(min=1)))
+        logs["exact"].append(float(exact.float().mean()))
+        logs["samples"].append(len(live))
+        halted = (out.q.detach() > 0) & (s >= live.min_steps) if mc.halting else torch.zeros_like(exact)
+        live.record(pred, halted)
+    logs["opt_step"] = opt_step
+    return logs
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -262,6 +331,8 @@ class Trainer:
         self.pool_p = torch.as_tensor(data.train.puzzles, dtype=torch.long, device=self.device)
         self.pool_s = torch.as_tensor(data.train.solutions, dtype=torch.long, device=self.device)
         self.lineage = data.train_grids  # the grids this run and the runs before it trained on
+        b = self.tc.batch_size // self.ddp.world  # batch_size is the global batch, split over ranks
+        self.live = LiveBatch(self.model, b, self.device, self.tc.scheme == "dis") if self.tc.refill else None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -276,6 +347,7 @@ class Trainer:
             "rng": rng_state(),
             "state": dict(self.state),
             "train_grids": grids_tensor(self.lineage),
+            "live_batch": self.live.state_dict() if self.live is not None else None,
         }
 
     def restore(self, ck: dict[str, Any]) -> None:
@@ -289,6 +361,8 @@ class Trainer:
             self.gen.manual_seed(self.args.seed + self.ddp.rank + 7919 * ck["state"]["batch"])
         set_rng_state(ck["rng"])
         self.state = ck["state"]
+        if self.live is not None and ck.get("live_batch") is not None and not self.ddp.rank:
+            self.live.load_state_dict(ck["live_batch"])  # rank 0's slots; other ranks start theirs afresh
 
     def start_from(self, ck: dict[str, Any]) -> None:
         """Fine-tuning: the weights of checkpoint ``ck`` (its averaged ones when it has them), the EMA
@@ -301,16 +375,28 @@ class Trainer:
     def eval_model(self) -> TRM:
         return self.ema.model if self.ema is not None else self.model
 
-    def batch(self, progress: float = 0.0) -> dict[str, Any]:
-        """Draw a batch from the pool (augmented), train on it, update the counters (``progress``: see :func:`lr_at`)."""
-        b = self.tc.batch_size // self.ddp.world  # batch_size is the global batch, split over ranks
+    def draw(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``b`` puzzles and their solutions ``(b, 81)`` from the pool, each under a random symmetry (``--augment``)."""
         idx = torch.randint(len(self.pool_p), (b,), generator=self.gen, device=self.device)
         p, s = self.pool_p[idx], self.pool_s[idx]
         if self.args.augment:
             p, s = augmentation.apply(*augmentation.random_symmetry(b, self.gen, self.device), p, s)
+        return p, s
+
+    def batch(self, progress: float = 0.0) -> dict[str, Any]:
+        """Train on one batch and update the counters (``progress``: see :func:`lr_at`). A batch is a fresh
+        draw through :func:`train_batch`, or with ``refill`` ``n_sup`` optimizer steps of :func:`train_refill`."""
         self.model.reset_counter()
         step = self.state["opt_step"]
-        logs = train_batch(self.model, self.ema, self.opt, self.tc, p, s, self.gen, step, self.ddp, self.args.amp, progress)
+        if self.live is not None:
+            logs = train_refill(self.model, self.ema, self.opt, self.tc, self.live, self.draw, self.gen, step, self.cfg.n_sup,
+                                self.ddp, self.args.amp, progress)
+            started = logs["started"]
+        else:
+            p, s = self.draw(self.tc.batch_size // self.ddp.world)
+            logs = train_batch(self.model, self.ema, self.opt, self.tc, p, s, self.gen, step, self.ddp, self.args.amp, progress)
+            started = len(p)
+        self.state["puzzles_seen"] = puzzles_seen(self) + int(self.ddp.sum(torch.tensor(started, device=self.device)))
         self.state["opt_step"] = logs["opt_step"]
         self.state["batch"] += 1
         self.state["train_forward_passes"] += int(self.ddp.sum(torch.tensor(self.model.net.sample_calls, device=self.device)))
@@ -361,15 +447,44 @@ def log_eval(writer: Any, m: dict[str, Any], step: int) -> None:
         writer.add_scalar(f"eval_step/solve_rate_s{k}", v, step)
 
 
+def puzzles_seen(tr: Trainer) -> int:
+    """Training puzzles put in so far (a checkpoint from before the count: batches times the batch size)."""
+    return int(tr.state.get("puzzles_seen", tr.state["batch"] * tr.tc.batch_size))
+
+
 def curve_point(run: RunFolder, tr: Trainer, m: dict[str, Any]) -> None:
     """Log an evaluation and append it to the learning curve (``state["curve"]``, saved with checkpoints)."""
     log_eval(run.writer, m, tr.state["batch"])
     point = {k: tr.state[k] for k in ("batch", "wall_seconds", "train_forward_passes")}
-    point.update(puzzles_seen=tr.state["batch"] * tr.tc.batch_size, solve_rate=m["solve_rate"], cell_accuracy=m["cell_accuracy"])
+    point.update(puzzles_seen=puzzles_seen(tr), solve_rate=m["solve_rate"], cell_accuracy=m["cell_accuracy"])
     curve = tr.state.setdefault("curve", [])
     if curve and curve[-1]["batch"] == point["batch"]:  # the end fell on an --eval-every point
         curve.pop()
     curve.append(point)
+
+
+PLATEAU_POINTS = 8  # curve points a run needs before --plateau may stop it
+
+
+def plateaued(curve: list[dict[str, Any]], points: float, min_points: int = PLATEAU_POINTS) -> bool:
+    """Whether a learning curve has flattened: over the last quarter of the run (in training forward
+    passes), neither the best held-out solve rate nor the best cell accuracy rose by ``points``
+    percentage points or more. With ``P`` the passes at the last point and ``best_x(p)`` the best of
+    metric ``x`` over the points at or before ``p``:
+
+    ``plateau  <=>  max_x (best_x(P) - best_x(3P/4)) * 100 < points``.
+
+    Cell accuracy is in the rule so that a run still at 0% solved but learning cells is not called
+    flat. Needs at least ``min_points`` points, one of them at or before ``3P/4``.
+    """
+    if len(curve) < min_points:
+        return False
+    quarter = 0.75 * curve[-1]["train_forward_passes"]
+    before = [c for c in curve if c["train_forward_passes"] <= quarter]
+    if not before:
+        return False
+    gains = [max(c[k] for c in curve) - max(c[k] for c in before) for k in ("solve_rate", "cell_accuracy")]
+    return max(gains) * 100 < points
 
 
 def schedule_progress(args: Args, state: dict[str, Any], budget: Budget) -> float:
@@ -389,7 +504,8 @@ def loop(run: RunFolder, tr: Trainer) -> None:
     bar = tqdm(desc=desc, unit="batch", initial=start, total=args.steps, leave=False, disable=None)
     tr.model.train()
     lead = tr.ddp.rank == 0  # rank 0 keeps the clock (its curve evaluations pause it) and evaluates
-    while not all_stop(tr.ddp, (lead and budget.exhausted(tr.state["batch"], tr.state["train_forward_passes"]))
+    flat = False  # --plateau: the curve stopped rising
+    while not all_stop(tr.ddp, (lead and (flat or budget.exhausted(tr.state["batch"], tr.state["train_forward_passes"])))
                        or run.stop_requested, str(tr.device)):
         progress = schedule_progress(args, tr.state, budget)
         logs = tr.batch(float(tr.ddp.max(torch.tensor(progress, device=tr.device))))
@@ -401,6 +517,8 @@ def loop(run: RunFolder, tr: Trainer) -> None:
         if lead and args.eval_every and tr.state["batch"] % args.eval_every == 0:
             with budget.paused():  # learning-curve points cost no training time
                 curve_point(run, tr, tr.evaluate(args.eval_limit))
+            flat = bool(args.plateau) and plateaued(tr.state["curve"], args.plateau)
+            tr.state["plateaued"] = flat
         if cadence.due():
             run.save(tr.payload())
     bar.close()
@@ -413,16 +531,17 @@ def summary(tr: Trainer, metrics: dict[str, Any], interrupted: bool) -> dict[str
         **metrics,
         "scheme": cfg.scheme,
         "train_forward_passes": st["train_forward_passes"],
-        "train_forward_passes_per_sample": st["train_forward_passes"] / max(1, st["batch"] * cfg.batch_size),
+        "train_forward_passes_per_sample": st["train_forward_passes"] / max(1, puzzles_seen(tr)),
         "wall_seconds": st["wall_seconds"],
         "batches": st["batch"],
-        "puzzles_seen": st["batch"] * cfg.batch_size,
+        "puzzles_seen": puzzles_seen(tr),
         "curve": st.get("curve", []),
         "optimizer_steps": st["opt_step"],
         "weights": "ema" if tr.ema is not None else "live",
         "data": tr.data.source,
         "config": tr.cfg.to_dict(),
         "training": cfg.to_dict(),
+        "plateaued": bool(st.get("plateaued", False)),
         "interrupted": interrupted,
     }
 

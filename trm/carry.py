@@ -41,6 +41,21 @@ class Carry:
     def __len__(self) -> int:
         return self.y.shape[0]
 
+    def reset(self, model: TRM, rows: torch.Tensor) -> None:
+        """Put the episodes ``rows`` (indices ``(R,)``) back to the model's initial state (a new puzzle in their slot)."""
+        if not self._owned:  # every row still holds the initial state
+            return
+        y0, z0 = model.initial_state(len(rows))
+        self.y[rows] = y0.detach().to(self.dtype)
+        self.z[rows] = z0.detach().to(self.dtype)
+
+    def state_dict(self) -> dict[str, torch.Tensor | bool]:
+        """The latents and whether they are still the shared initial state (for a checkpoint)."""
+        return {"y": self.y.clone(), "z": self.z.clone(), "owned": self._owned}
+
+    def load_state_dict(self, d: dict[str, torch.Tensor | bool]) -> None:
+        self.y, self.z, self._owned = d["y"], d["z"], bool(d["owned"])
+
     def step(
         self,
         model: TRM,

@@ -147,6 +147,7 @@ class TrainConfig:
     warmup_steps: int = 100  # optimizer steps of linear learning-rate warm-up
     lr_min_ratio: float = 1.0  # cosine decay to lr * this over the run (--steps, else --minutes); 1: constant (TRM code)
     batch_size: int = 64  # puzzles per batch
+    refill: bool = False  # the TRM code's carry: a halted sample is replaced at once, every step trains on a full batch
     ema_decay: float = 0.999  # 0 disables the EMA
 
     def __post_init__(self) -> None:
