@@ -19,6 +19,7 @@ from envs import sudoku
 from train import supervised
 from train.depth_curve import depth_points
 from train.evaluate import evaluate
+from train.plateau import PLATEAU_POINTS, plateaued
 from train.refill import LiveBatch
 from trm.checkpoint import load_model
 from trm.config import TrainConfig, TRMConfig
@@ -39,23 +40,23 @@ def point(passes: int, solve: float, cells: float) -> dict:
 
 def test_a_curve_is_flat_only_when_neither_solve_rate_nor_cell_accuracy_rose_over_the_last_quarter():
     rising_then_flat = [point(100 * i, min(i, 4) / 10, min(i, 4) / 10) for i in range(1, 13)]
-    assert supervised.plateaued(rising_then_flat, 1.0)
-    assert not supervised.plateaued(rising_then_flat[:7], 1.0), "fewer than 8 points"
+    assert plateaued(rising_then_flat, 1.0)
+    assert not plateaued(rising_then_flat[:7], 1.0), "fewer than 8 points"
     cells_still_rising = [point(100 * i, 0.0, i / 20) for i in range(1, 13)]  # nothing solved yet, cells learning
-    assert not supervised.plateaued(cells_still_rising, 1.0)
+    assert not plateaued(cells_still_rising, 1.0)
     # 1.5 points gained in the last quarter: flat at a 2-point threshold, not at 1
     late_gain = [point(100 * i, 0.5 + (0.015 if i == 12 else 0.0), 0.9) for i in range(1, 13)]
-    assert supervised.plateaued(late_gain, 2.0) and not supervised.plateaued(late_gain, 1.0)
+    assert plateaued(late_gain, 2.0) and not plateaued(late_gain, 1.0)
     # a dip and recovery inside the last quarter gains nothing over the best before it
     dip = [point(100 * i, 0.6 if i != 11 else 0.3, 0.9) for i in range(1, 13)]
-    assert supervised.plateaued(dip, 1.0)
+    assert plateaued(dip, 1.0)
 
 
 def test_plateau_stops_a_run_at_its_eighth_curve_point_and_the_metrics_say_so(tmp_path):
     tiny_dis = [*SMALL, "--hidden", "16", "--layers", "1", "--batch-size", "8", "--eval-every", "1"]
     args = ["--out", str(tmp_path / "r"), "--steps", "40", "--plateau", "99.9", *tiny_dis]
     m = supervised.train(supervised.parse_args("dis", args))
-    assert m["plateaued"] and m["batches"] == supervised.PLATEAU_POINTS and len(m["curve"]) == supervised.PLATEAU_POINTS
+    assert m["plateaued"] and m["batches"] == PLATEAU_POINTS and len(m["curve"]) == PLATEAU_POINTS
     off = supervised.train(supervised.parse_args("dis", ["--out", str(tmp_path / "off"), "--steps", "10", *tiny_dis]))
     assert not off["plateaued"] and off["batches"] == 10
 

@@ -33,6 +33,7 @@ from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.evaluate import evaluate
 from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
+from train.plateau import plateaued
 from train.refill import LiveBatch
 from train.run_folder import (
     Budget,
@@ -184,6 +185,25 @@ def halt_exploration(cfg: TrainConfig, n_sup: int, b: int, gen: torch.Generator,
     return torch.where(explore, steps, 0)
 
 
+def with_halting_loss(mc: TRMConfig, cfg: TrainConfig, out: Any, loss: torch.Tensor, solution: torch.Tensor,
+                      blank: torch.Tensor, logs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's loss plus, with halting, ``q_loss_weight`` times the Q head's BCE on "the decoded answer
+    ``(R, 81)`` is exactly right"; appends the step's loss, Q loss, cell accuracy on ``blank``, exact rate and
+    rows to ``logs``. Returns the loss and the decoded answer."""
+    pred = out.logits.detach().argmax(-1)
+    exact = (pred == solution).all(-1)
+    q_loss = torch.zeros((), device=solution.device)
+    if mc.halting:
+        q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
+        loss = loss + cfg.q_loss_weight * q_loss
+    logs["loss"].append(loss.item())
+    logs["q_loss"].append(q_loss.item())
+    logs["cell_accuracy"].append(float(((pred == solution) & blank).sum() / blank.sum().clamp(min=1)))
+    logs["exact"].append(float(exact.float().mean()))
+    logs["samples"].append(int(pred.shape[0]))
+    return loss, pred
+
+
 def train_batch(
     model: TRM,
     ema: EMA | None,
@@ -227,21 +247,10 @@ def train_batch(
             out = carry.step(model, tokens[alive], alive, s)
         target = targets[s - 1][alive] if targets is not None else solution[alive]
         loss = step_weight(cfg, s, mc.n_sup) * stablemax_cross_entropy(out.logits, target)
-        pred = out.logits.detach().argmax(-1)
-        exact = (pred == solution[alive]).all(-1)
-        q_loss = torch.zeros((), device=puzzle.device)
-        if mc.halting:
-            q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
-            loss = loss + cfg.q_loss_weight * q_loss
+        loss, pred = with_halting_loss(mc, cfg, out, loss, solution[alive], blank[alive], logs)
         check_finite(loss, f"at supervision step {s} of optimizer step {opt_step}")
         optimizer_step(model, opt, ema, loss, cfg, ddp)
         opt_step += 1
-        bl = blank[alive]
-        logs["loss"].append(loss.item())
-        logs["q_loss"].append(q_loss.item())
-        logs["cell_accuracy"].append(float(((pred == solution[alive]) & bl).sum() / bl.sum().clamp(min=1)))
-        logs["exact"].append(float(exact.float().mean()))
-        logs["samples"].append(int(alive.numel()))
         answer[alive] = pred
         tokens = model.input_tokens(puzzle, answer)
         if mc.halting:
@@ -293,22 +302,12 @@ def train_refill(
             out = live.carry.step(model, model.input_tokens(live.puzzle, live.answer), every, s.clone())
         w = step_weight(cfg, s.float(), mc.n_sup)  # 1, or (B,) per slot
         loss = stablemax_cross_entropy(out.logits, live.target(), w[:, None] if torch.is_tensor(w) else None)
-        pred = out.logits.detach().argmax(-1)
-        exact = (pred == live.solution).all(-1)
-        q_loss = torch.zeros((), device=device)
-        if mc.halting:
-            q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
-            loss = loss + cfg.q_loss_weight * q_loss
+        loss, pred = with_halting_loss(mc, cfg, out, loss, live.solution, live.puzzle == 0, logs)
         check_finite(loss, f"at optimizer step {opt_step}")
         optimizer_step(model, opt, ema, loss, cfg, ddp)
         opt_step += 1
-        blank = live.puzzle == 0
-        logs["loss"].append(loss.item())
-        logs["q_loss"].append(q_loss.item())
-        logs["cell_accuracy"].append(float(((pred == live.solution) & blank).sum() / blank.sum().clamp(min=1)))
-        logs["exact"].append(float(exact.float().mean()))
-        logs["samples"].append(len(live))
-        halted = (out.q.detach() > 0) & (s >= live.min_steps) if mc.halting else torch.zeros_like(exact)
+        never = torch.zeros(len(live), dtype=torch.bool, device=device)
+        halted = (out.q.detach() > 0) & (s >= live.min_steps) if mc.halting else never
         live.record(pred, halted)
     logs["opt_step"] = opt_step
     return logs
@@ -461,30 +460,6 @@ def curve_point(run: RunFolder, tr: Trainer, m: dict[str, Any]) -> None:
     if curve and curve[-1]["batch"] == point["batch"]:  # the end fell on an --eval-every point
         curve.pop()
     curve.append(point)
-
-
-PLATEAU_POINTS = 8  # curve points a run needs before --plateau may stop it
-
-
-def plateaued(curve: list[dict[str, Any]], points: float, min_points: int = PLATEAU_POINTS) -> bool:
-    """Whether a learning curve has flattened: over the last quarter of the run (in training forward
-    passes), neither the best held-out solve rate nor the best cell accuracy rose by ``points``
-    percentage points or more. With ``P`` the passes at the last point and ``best_x(p)`` the best of
-    metric ``x`` over the points at or before ``p``:
-
-    ``plateau  <=>  max_x (best_x(P) - best_x(3P/4)) * 100 < points``.
-
-    Cell accuracy is in the rule so that a run still at 0% solved but learning cells is not called
-    flat. Needs at least ``min_points`` points, one of them at or before ``3P/4``.
-    """
-    if len(curve) < min_points:
-        return False
-    quarter = 0.75 * curve[-1]["train_forward_passes"]
-    before = [c for c in curve if c["train_forward_passes"] <= quarter]
-    if not before:
-        return False
-    gains = [max(c[k] for c in curve) - max(c[k] for c in before) for k in ("solve_rate", "cell_accuracy")]
-    return max(gains) * 100 < points
 
 
 def schedule_progress(args: Args, state: dict[str, Any], budget: Budget) -> float:
