@@ -191,3 +191,56 @@ def test_the_gpu_check_runs_every_part_on_the_cpu_at_tiny_sizes(tmp_path):
     assert parts["search"]["result"]["trajectories_per_s"] > 0 and parts["ddp"]["result"]["world_size"] == 1
     bad = subprocess.run(cmd[:4] + ["--skip", "nothing"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and "--skip" in bad.stderr
+
+
+def _tiny_bench(scheme: str) -> tuple[tuple[TRMConfig, TrainConfig], torch.Tensor, torch.Tensor]:
+    p, s = sudoku.generate(8, "easy", seed=0)
+    if scheme == "dis":
+        cfgs = (TRMConfig.dis(hidden=16, layers=2), TrainConfig.dis(batch_size=4))
+    else:
+        cfgs = (TRMConfig(hidden=16, layers=2, n_sup=2, T=1, n=1), TrainConfig(batch_size=4))
+    return cfgs, torch.as_tensor(p, dtype=torch.long), torch.as_tensor(s, dtype=torch.long)
+
+
+@pytest.mark.parametrize("scheme", ["dis", "trm"])
+def test_the_bf16_throughput_variant_runs_the_network_in_bfloat16(scheme):
+    from train import bench_train
+
+    cfgs, p, s = _tiny_bench(scheme)
+    dtypes: list[torch.dtype] = []
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            dtypes.append(output.dtype)
+
+    bench = bench_train.Args(batches=1, warmup=0, repeats=1, trm_steps=1)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        bench_train.measure(cfgs, bench_train.Variant(lambda c: c, autocast=True), p, s, bench)
+        with_amp = set(dtypes)
+        dtypes.clear()
+        bench_train.measure(cfgs, bench_train.Variant(lambda c: c), p, s, bench)
+    finally:
+        handle.remove()
+    assert with_amp == {torch.bfloat16} and set(dtypes) == {torch.float32}
+
+
+@pytest.mark.slow
+def test_the_compile_variant_compiles_a_few_graphs_and_keeps_counting_passes():
+    from train import bench_train
+
+    cfgs, p, s = _tiny_bench("dis")
+    model = TRM(cfgs[0])
+    bench_train.compile_blocks(model)
+    tokens = model.input_tokens(p[:4], torch.zeros_like(p[:4]))
+    y, z = model.initial_state(4)
+    model.reset_counter()
+    for step in range(1, 7):  # 6 supervision steps of n + 1 = 3 calls: 18 calls of f on the same shapes
+        out = model.step(tokens, y, z, step=step)
+        y, z = out.y, out.z
+    assert model.net.sample_calls == 4 * 18  # the count stays right outside the compiled blocks
+    graphs = bench_train.compiled_graphs()
+    assert 1 <= graphs <= 4, graphs  # compiled once per block (or once for both), not once per call
+    pps, _ = bench_train.measure(cfgs, bench_train.Variant(lambda c: c, compile=True), p, s,
+                                 bench_train.Args(batches=1, warmup=1, repeats=1))
+    assert pps > 0 and bench_train.compiled_graphs() <= 8

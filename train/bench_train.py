@@ -26,7 +26,6 @@ Usage: ``python train/bench_train.py [--batches 4] [--schemes dis,trm] [--varian
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -120,6 +119,26 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def compile_blocks(model: TRM) -> None:
+    """``torch.compile`` each block of the recursive network ``f`` in place (``nn.Module.compile``).
+
+    Not ``f`` itself: its forward counts the samples it processes in a Python int
+    (:class:`trm.model.TinyNet`), which the compiler would guard on and recompile for at every
+    call, falling back to eager once it hits its recompile limit. The blocks hold all of ``f``'s
+    compute; the count stays in eager Python. Resets the compiler's caches first, so that each
+    measurement compiles afresh and :func:`compiled_graphs` counts its graphs only.
+    """
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for blk in model.net.blocks:
+        blk.compile()
+
+
+def compiled_graphs() -> int:
+    """Graphs ``torch.compile`` has built since the last :func:`compile_blocks` (a few, unless it kept recompiling)."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
 def measure(cfgs: Configs, variant: Variant, puzzles: torch.Tensor, solutions: torch.Tensor, args: Args) -> tuple[float, float]:
     """Median puzzles/s and optimizer steps/s over ``args.repeats`` timings of ``args.batches`` batches on
     ``args.device`` (on cuda each timing waits for the device to finish)."""
@@ -133,28 +152,28 @@ def measure(cfgs: Configs, variant: Variant, puzzles: torch.Tensor, solutions: t
     puzzles, solutions = puzzles.to(device), solutions.to(device)
     opt, ema = make_optimizer(cfg, model), EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if variant.compile:
-        model.net = torch.compile(model.net)  # the recursive network f: every call goes through it
+        compile_blocks(model)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(variant.threads or threads)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if variant.autocast else contextlib.nullcontext()
     b, step, rates = cfg.batch_size, 0, []
     try:
-        with amp:
-            for r in range(-1, args.repeats):
-                n = args.warmup if r < 0 else args.batches
-                sync()
-                t0, steps = time.perf_counter(), 0
-                for _ in range(n):
-                    idx = torch.randint(len(puzzles), (b,), generator=gen, device=device)
-                    logs = train_batch(model, ema, opt, cfg, puzzles[idx], solutions[idx], gen, step)
-                    steps += logs["opt_step"] - step
-                    step = logs["opt_step"]
-                sync()
-                dt = time.perf_counter() - t0
-                if r >= 0:  # puzzles/s for batches of the full n_sup steps
-                    rates.append((n * b / dt * mc.n_sup / full, steps / dt))
+        for r in range(-1, args.repeats):
+            n = args.warmup if r < 0 else args.batches
+            sync()
+            t0, steps = time.perf_counter(), 0
+            for _ in range(n):
+                idx = torch.randint(len(puzzles), (b,), generator=gen, device=device)
+                # autocast through train_batch's own switch (the trainers' --amp): an outer autocast would be
+                # switched off again by train_batch's disabled one, and the forward would run in fp32
+                logs = train_batch(model, ema, opt, cfg, puzzles[idx], solutions[idx], gen, step, amp=variant.autocast)
+                steps += logs["opt_step"] - step
+                step = logs["opt_step"]
+            sync()
+            dt = time.perf_counter() - t0
+            if r >= 0:  # puzzles/s for batches of the full n_sup steps
+                rates.append((n * b / dt * mc.n_sup / full, steps / dt))
     finally:
         torch.set_num_threads(threads)
     return statistics.median(p for p, _ in rates), statistics.median(s for _, s in rates)

@@ -1,4 +1,4 @@
-"""The GPU check: what this project does on one accelerator, in one call of at most ``--max-minutes``, as one JSON.
+"""The GPU check: what this project does on one accelerator, in one call of about 8 minutes, as one JSON.
 
 Parts (``--skip`` leaves any out), each timed on ``--device`` and written to
 ``--out``/``gpu_check.json`` as soon as it finishes, so a check stopped midway keeps what it
@@ -7,16 +7,19 @@ measured; a part that fails records its error and the check goes on:
 * ``env``: vector-env steps/s at ``--env-sizes`` environments (random actions drawn
   before timing; :func:`train.bench_env.steps_per_second`);
 * ``train``: DIS and TRM training throughput at ``--hidden`` (the paper's width, 512) and
-  ``--batch-size`` (the paper's global batch, 768), in fp32, under bfloat16 autocast and with
-  ``torch.compile`` of the recursive network (:func:`train.bench_train.measure`; puzzles/s,
-  optimizer steps/s and training forward passes/s, the passes counted by the model);
+  ``--batch-size`` (the paper's global batch, 768), in fp32, under bfloat16 autocast (the
+  trainers' ``--amp``) and with ``torch.compile`` of the recursive network's blocks
+  (:func:`train.bench_train.measure`; puzzles/s, optimizer steps/s and training forward
+  passes/s, the passes counted by the model; the graphs compiled and, on cuda, peak memory);
 * ``search``: the verified search's trajectories/s (``--search-k`` trajectories for each of
   ``--search-puzzles`` puzzles, an untrained DIS network at ``--hidden``, so no trajectory stops
   early: the worst case), with its forward passes counted by the model;
 * ``ddp``: one step of ``DistributedDataParallel`` with one rank (NCCL on cuda, gloo on the CPU):
   forward, backward with the gradient all-reduce, optimizer step.
 
-The check starts no part once ``--max-minutes`` have passed and records the rest as skipped.
+The check starts no part once ``--max-minutes`` (6) have passed and records the rest as
+skipped; a part started before then runs to its end (the longest, ``train`` with its compiles,
+is expected to fit the two minutes left of an 8-minute call).
 On a CPU the same script runs at tiny sizes (the test suite does that); the figures mean
 something only on the device they were measured on.
 
@@ -54,7 +57,7 @@ PRECISIONS = ("fp32", "bf16", "compile")
 class Args:
     device: str = "cuda"  # the accelerator to check (cpu runs the same code, for tests)
     out: str = "runs/gpu_check"  # folder of gpu_check.json
-    max_minutes: float = 8.0  # no part starts after this much wall clock
+    max_minutes: float = 6.0  # no part starts after this much wall clock (a part started in time may run on: keep 2 minutes)
     skip: str = ""  # comma-separated parts to leave out: env, train, search, ddp
     env_sizes: str = "16384,65536"  # numbers of environments of the vector-env measurement
     env_seconds: float = 5.0  # timed seconds per vector-env size
@@ -130,12 +133,19 @@ def check_train(args: Args, device: torch.device) -> list[dict[str, Any]]:
                 "compile": bench_train.Variant(lambda c: c, compile=True)}
     rows = []
     for scheme, cfgs in schemes.items():
-        per_puzzle = counted_passes(cfgs[0], device)  # network calls of one puzzle's schedule, counted
         for name in [v for v in args.precisions.split(",") if v]:
             row: dict[str, Any] = {"scheme": scheme, "precision": name, "hidden": args.hidden, "batch": args.batch_size}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
             try:
+                per_puzzle = counted_passes(cfgs[0], device)  # network calls of one puzzle's schedule, counted
                 pps, sps = bench_train.measure(cfgs, variants[name], puzzles, solutions, bench)
                 row.update(puzzles_per_s=pps, optimizer_steps_per_s=sps, train_forward_passes_per_s=pps * per_puzzle)
+                if name == "compile":  # a handful; dozens would mean it kept recompiling
+                    row["compiled_graphs"] = bench_train.compiled_graphs()
+                if device.type == "cuda":
+                    row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             except Exception as e:  # a variant this machine cannot run (no compiler, no bf16) is recorded, not fatal
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             rows.append(row)
@@ -203,7 +213,7 @@ def check_ddp(args: Args, device: torch.device) -> dict[str, Any]:
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         model = TRM(TRMConfig.dis(hidden=min(args.hidden, 64))).to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(StepLogits(model),
+        ddp = torch.nn.parallel.DistributedDataParallel(StepLogits(model), find_unused_parameters=True,  # the Q head
                                                         device_ids=[device.index or 0] if device.type == "cuda" else None)
         opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
         p, s = sudoku.generate(8, "easy", seed=0)
@@ -229,7 +239,8 @@ CHECKS: dict[str, Callable[[Args, torch.device], Any]] = {"env": check_env, "tra
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+                            "float32_matmul_precision": torch.get_float32_matmul_precision()}  # "highest": fp32 is strict fp32
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(name=props.name, memory_gib=props.total_memory / 2**30, capability=f"{props.major}.{props.minor}",
