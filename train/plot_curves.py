@@ -1,4 +1,4 @@
-"""Plot learning curves of supervised runs: held-out solve rate against training wall time and puzzles seen.
+"""Plot learning curves of supervised runs: held-out solve rate against training wall time, puzzles seen and passes.
 
 Reads the ``curve`` that ``train/train_dis.py`` / ``train_trm.py`` write into
 ``metrics.json`` (one point per ``--eval-every`` batches plus the end; evaluation time
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_n) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, (ax_t, ax_n, ax_f) = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     try:
         curves = {spec.partition("=")[0]: load_curve(Path(spec.partition("=")[2])) for spec in args.run}
     except ValueError as e:
@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> Path:
     for label, curve in curves.items():
         ax_t.plot([p["wall_seconds"] / 60 for p in curve], [p["solve_rate"] for p in curve], marker=".", label=label)
         ax_n.plot([p["puzzles_seen"] for p in curve], [p["solve_rate"] for p in curve], marker=".", label=label)
-    for ax, xl in ((ax_t, "training wall time (min, 2 CPU cores unless noted)"), (ax_n, "puzzles seen")):
+        ax_f.plot([p["train_forward_passes"] for p in curve], [p["solve_rate"] for p in curve], marker=".", label=label)
+    ax_f.set_xscale("log")
+    for ax, xl in ((ax_t, "training wall time (min, 2 CPU cores unless noted)"), (ax_n, "puzzles seen"),
+                   (ax_f, "training forward passes (counted by the model)")):
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3)
         if args.target:
