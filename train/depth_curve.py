@@ -117,16 +117,22 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key in dict.fromkeys((r["model"], r["tier"]) for r in rows):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    tiers = list(dict.fromkeys(r["tier"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for key in dict.fromkeys((r["model"], r["tier"]) for r in rows):  # a colour per set, a line style per model
         pts = [r for r in rows if (r["model"], r["tier"]) == key]
-        ax.plot([r["forward_passes_per_puzzle"] for r in pts], [r["solve_rate"] for r in pts], marker="o", label=" ".join(key))
+        m = models.index(key[0])
+        ax.plot([r["forward_passes_per_puzzle"] for r in pts], [r["solve_rate"] for r in pts], label=" ".join(key),
+                color=f"C{tiers.index(key[1]) % 10}", ls=styles[m % len(styles)], marker=markers[m % len(markers)], ms=4)
         for r in pts:
             ax.annotate(f"{r['multiple']}x", (r["forward_passes_per_puzzle"], r["solve_rate"]), fontsize=6)
     ax.set(xscale="log", xlabel="forward passes per puzzle (counted)", ylabel="solve rate",
            title="Greedy decoding deeper than trained")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
