@@ -133,13 +133,15 @@ def check_train(args: Args, device: torch.device) -> list[dict[str, Any]]:
                 "compile": bench_train.Variant(lambda c: c, compile=True)}
     rows = []
     for scheme, cfgs in schemes.items():
+        per_puzzle: float | None = None  # network calls of one puzzle's schedule, counted once per scheme
         for name in [v for v in args.precisions.split(",") if v]:
             row: dict[str, Any] = {"scheme": scheme, "precision": name, "hidden": args.hidden, "batch": args.batch_size}
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                per_puzzle = counted_passes(cfgs[0], device)  # network calls of one puzzle's schedule, counted
+                if per_puzzle is None:
+                    per_puzzle = counted_passes(cfgs[0], device)
                 pps, sps = bench_train.measure(cfgs, variants[name], puzzles, solutions, bench)
                 row.update(puzzles_per_s=pps, optimizer_steps_per_s=sps, train_forward_passes_per_s=pps * per_puzzle)
                 if name == "compile":  # a handful; dozens would mean it kept recompiling
