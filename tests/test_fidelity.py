@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import train.deep_supervision as deep_supervision
 import train.supervised as supervised
 from envs import sudoku
 from train.run_folder import Budget
@@ -74,8 +75,8 @@ def test_fixed_initial_state_is_a_saved_buffer_of_unit_scale_that_training_leave
     for t in (model.y_init, model.z_init):
         assert 0.75 < float(t.std()) < 1.1 and float(t.abs().max()) <= 2.0  # truncated N(0, 1)
     before = model.y_init.clone()
-    opt = supervised.make_optimizer(TRAIN, model)
-    supervised.train_batch(model, None, opt, TRAIN, *batch, torch.Generator().manual_seed(0), 0)
+    opt = deep_supervision.make_optimizer(TRAIN, model)
+    deep_supervision.train_batch(model, None, opt, TRAIN, *batch, torch.Generator().manual_seed(0), 0)
     assert torch.equal(model.y_init, before)
     learned = TRM(replace(cfg, init_state="learned"))
     assert "y_init" in {n for n, _ in learned.named_parameters()}
@@ -118,8 +119,8 @@ def test_halting_exploration_keeps_samples_running_that_the_q_head_would_halt(ba
         model = TRM(cfg)
         with torch.no_grad():
             model.q_head.bias.fill_(10.0)  # the head says "halt" at once
-        opt = supervised.make_optimizer(tc, model)
-        logs = supervised.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
+        opt = deep_supervision.make_optimizer(tc, model)
+        logs = deep_supervision.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
         steps[p] = len(logs["samples"])
     assert steps[0.0] == 1  # everyone halts after the first step
     assert steps[1.0] >= 2  # exploration: each sample runs U{2..6} steps at least
@@ -131,8 +132,8 @@ def test_q_loss_enters_the_loss_with_its_weight(batch):
         cfg, tc = TRMConfig(**TINY, n_sup=1, T=1, n=1), replace(TRAIN, q_loss_weight=w, halt_exploration=0.0)
         torch.manual_seed(0)
         model = TRM(cfg)
-        opt = supervised.make_optimizer(tc, model)
-        logs = supervised.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
+        opt = deep_supervision.make_optimizer(tc, model)
+        logs = deep_supervision.train_batch(model, None, opt, tc, *batch, torch.Generator().manual_seed(1), 0)
         losses[w] = (logs["loss"][0], logs["q_loss"][0])
     assert losses[0.5][0] - losses[0.0][0] == pytest.approx(0.5 * losses[0.5][1], rel=1e-4)
     assert losses[0.5][1] > 0
@@ -163,11 +164,11 @@ def test_paper_configuration_builds_and_takes_one_step_on_cpu(batch):
     assert block == (16, "positions", 256) and (tc.halt_exploration, tc.q_loss_weight) == (0.1, 0.5)
     model = TRM(replace(cfg, n_sup=1))  # one supervision step of the paper's model, on two puzzles
     assert 4_000_000 < sum(p.numel() for p in model.parameters()) < 8_000_000
-    opt = supervised.make_optimizer(tc, model)
+    opt = deep_supervision.make_optimizer(tc, model)
     assert isinstance(opt, AdamAtan2)
     before = [p.detach().clone() for p in model.parameters()]
     model.reset_counter()
-    supervised.train_batch(model, None, opt, tc, batch[0][:2], batch[1][:2], torch.Generator().manual_seed(0), 0)
+    deep_supervision.train_batch(model, None, opt, tc, batch[0][:2], batch[1][:2], torch.Generator().manual_seed(0), 0)
     assert model.net.sample_calls == 2 * 3 * 7  # T (n + 1) calls per sample, counted by the model
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
 

@@ -16,7 +16,7 @@ import torch
 from agents.runner import run_episodes
 from agents.trm_agent import TRMAgent
 from envs import sudoku
-from train import supervised
+from train import deep_supervision, refill, supervised
 from train.depth_curve import depth_points
 from train.evaluate import evaluate
 from train.plateau import PLATEAU_POINTS, plateaued
@@ -91,9 +91,9 @@ def test_refill_keeps_every_step_full_and_replaces_a_slot_when_it_reaches_n_sup(
     model, p_s = tiny(halting=False), sudoku.generate(32, "easy", seed=0)
     tc = TrainConfig(batch_size=4, warmup_steps=1)
     live, gen = LiveBatch(model, 4, torch.device("cpu")), torch.Generator().manual_seed(0)
-    opt = supervised.make_optimizer(tc, model)
+    opt = deep_supervision.make_optimizer(tc, model)
     model.reset_counter()
-    logs = supervised.train_refill(model, None, opt, tc, live, draw_from(*p_s), gen, 0, 7)
+    logs = refill.train_refill(model, None, opt, tc, live, draw_from(*p_s), gen, 0, 7)
     assert logs["samples"] == [4] * 7 and logs["opt_step"] == 7
     assert logs["started"] == 4 * 3  # puzzles put in before steps 1, 4 and 7 (n_sup = 3)
     assert model.net.sample_calls == 7 * 4 * 2  # T (n + 1) = 2 calls per slot and step, counted
@@ -108,8 +108,8 @@ def test_a_slot_that_halts_is_refilled_at_once_while_the_others_go_on():
     with torch.no_grad():  # the Q head says "halt" for every slot
         model.q_head.bias.fill_(50.0)
         model.q_head.weight.zero_()
-    opt = supervised.make_optimizer(replace(tc, lr=0.0), model)
-    logs = supervised.train_refill(model, None, opt, replace(tc, lr=0.0), live, draw_from(*p_s), gen, 0, 3)
+    opt = deep_supervision.make_optimizer(replace(tc, lr=0.0), model)
+    logs = refill.train_refill(model, None, opt, replace(tc, lr=0.0), live, draw_from(*p_s), gen, 0, 3)
     assert logs["started"] == 12 and live.steps.tolist() == [1] * 4  # every slot halts after one step
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import train.deep_supervision as deep_supervision
 import train.supervised as supervised
 from envs import sudoku
 from train.evaluate import evaluate
@@ -38,8 +39,8 @@ def test_counter_reports_n_sup_T_n_plus_1_calls_per_sample(real, n_sup, T, n, mi
     p = torch.from_numpy(real[0][:4]).long()
     s = torch.from_numpy(real[1][:4]).long()
     model.reset_counter()
-    opt = supervised.make_optimizer(TRAIN, model)
-    supervised.train_batch(model, None, opt, TRAIN, p, s, torch.Generator().manual_seed(0), 0)
+    opt = deep_supervision.make_optimizer(TRAIN, model)
+    deep_supervision.train_batch(model, None, opt, TRAIN, p, s, torch.Generator().manual_seed(0), 0)
     assert model.net.sample_calls == 4 * n_sup * T * (n + 1)
 
 
@@ -207,7 +208,7 @@ def test_bad_checkpoints_are_refused_with_the_reason(tmp_path, capsys):
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_loss = supervised.stablemax_cross_entropy
+    real_loss = deep_supervision.stablemax_cross_entropy
     calls = {"n": 0}
 
     def loss_that_breaks(logits, target, weight=None):
@@ -215,7 +216,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
         value = real_loss(logits, target, weight)
         return value * float("nan") if calls["n"] > 6 * 2 else value  # third batch goes bad
 
-    monkeypatch.setattr(supervised, "stablemax_cross_entropy", loss_that_breaks)
+    monkeypatch.setattr(deep_supervision, "stablemax_cross_entropy", loss_that_breaks)
     with pytest.raises(supervised.Diverged, match="loss became nan.*last good checkpoint"):
         supervised.train(supervised.parse_args("dis", tiny_args(tmp_path, "dis", 5)))
     kept = load_checkpoint(tmp_path / "checkpoint.pt", kind="dis")

@@ -1,7 +1,7 @@
 """Training throughput of DIS and TRM on this machine: each option as a ratio against a baseline in the same run.
 
 For each scheme (DIS and TRM at their default sizes) the script trains a few batches of
-generated puzzles with :func:`train.supervised.train_batch` under every variant and
+generated puzzles with :func:`train.deep_supervision.train_batch` under every variant and
 prints puzzles/s and supervision steps/s (optimizer steps/s), each divided by the
 baseline's, measured in the same process. The baseline is the model before the
 fidelity fixes (:data:`trm.config.LEGACY`) at the scheme's defaults, so the table shows
@@ -35,8 +35,9 @@ import torch
 
 from envs import sudoku
 from train import cli
+from train.deep_supervision import make_optimizer, train_batch
 from train.run_folder import check_device
-from train.supervised import BASE_CONFIGS, make_optimizer, train_batch
+from train.supervised import BASE_CONFIGS
 from trm.config import LEGACY, LEGACY_TRAINING, TrainConfig, TRMConfig
 from trm.ema import EMA
 from trm.model import TRM

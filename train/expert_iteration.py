@@ -5,7 +5,7 @@ groups of ``--group-size`` per puzzle, each episode under its own symmetry of th
 every answer the rules verify (an episode that ended solved, or a step's greedy readout
 that passed :func:`envs.rules.verified`) joins a replay of found solutions
 (``--replay-size``, oldest dropped). Then the model takes ``--epochs`` DIS batches (deep
-supervision towards DIS's intermediate targets, :func:`train.supervised.train_batch`) on
+supervision towards DIS's intermediate targets, :func:`train.deep_supervision.train_batch`) on
 pairs drawn from that replay, each under a random symmetry, at a constant ``--lr``. No
 label is read: the targets are the policy's own verified solutions (one process only).
 
@@ -38,13 +38,13 @@ from agents.search_agent import SearchAgent
 from envs import augmentation
 from envs.rules import verified
 from train import cli
+from train.deep_supervision import make_optimizer, train_batch
 from train.distributed import Dist
 from train.held_out import Split
 from train.rl import loop
 from train.rl.common import RLArgs
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
-from train.supervised import make_optimizer, train_batch
 from trm.config import TrainConfig
 from trm.model import TRM
 

@@ -17,24 +17,22 @@ on-device augmentation. Run folder, budget and checkpoints: :mod:`train.run_fold
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from envs import augmentation
 from train import cli
+from train.deep_supervision import make_optimizer, train_batch
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.evaluate import evaluate
 from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
 from train.plateau import plateaued
-from train.refill import LiveBatch
+from train.refill import LiveBatch, train_refill
 from train.run_folder import (
     Budget,
     Cadence,
@@ -42,7 +40,6 @@ from train.run_folder import (
     RunArgs,
     RunFolder,
     RunFolderBusy,
-    check_finite,
     check_memory,
     rng_state,
     run_info,
@@ -50,14 +47,10 @@ from train.run_folder import (
     seed_everything,
     set_rng_state,
 )
-from trm.adam_atan2 import AdamAtan2
-from trm.carry import Carry
 from trm.checkpoint import config_mismatch, load_checkpoint, model_weights
 from trm.config import TrainConfig, TRMConfig, configs_from_dict
 from trm.ema import EMA
-from trm.losses import stablemax_cross_entropy
 from trm.model import TRM, training_bytes
-from trm.targets import PATHS
 
 BASE_CONFIGS = {  # each scheme's network and training presets
     "dis": (TRMConfig.dis, TrainConfig.dis),
@@ -134,185 +127,6 @@ def parse_args(scheme: str, argv: list[str] | None = None, description: str | No
 # ----------------------------------------------------------------------------- one batch
 
 
-def lr_at(cfg: TrainConfig, opt_step: int, progress: float = 0.0) -> float:
-    """Linear warm-up over ``warmup_steps`` optimizer steps, then a cosine from ``lr`` down to
-    ``lr * lr_min_ratio`` over the run (``progress`` in [0, 1]; ``lr_min_ratio = 1``: constant, the TRM code's setting):
-
-    ``lr_t = lr * min(1, (t + 1) / warmup) * (r + (1 - r) (1 + cos(pi * progress)) / 2)``.
-    """
-    decay = cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return cfg.lr * min(1.0, (opt_step + 1) / max(1, cfg.warmup_steps)) * decay
-
-
-def make_optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
-    """AdamW (the DIS code) or Adam-atan2 (the TRM code), both with decoupled weight decay."""
-    params, betas = [p for p in model.parameters() if p.requires_grad], (cfg.beta1, cfg.beta2)
-    if cfg.optimizer == "adam_atan2":
-        return AdamAtan2(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-
-
-def step_weight(cfg: TrainConfig, s: int | torch.Tensor, n_sup: int) -> float | torch.Tensor:
-    """Weight of supervision step ``s`` (1-based, or a tensor of them): 1, or ``2 s / (n_sup + 1)`` (mean 1) when increasing."""
-    return 1.0 if cfg.step_weights == "uniform" else 2.0 * s / (n_sup + 1)
-
-
-def optimizer_step(
-    model: TRM, opt: torch.optim.Optimizer, ema: EMA | None, loss: torch.Tensor | None, cfg: TrainConfig, ddp: Dist | None = None
-) -> None:
-    """Backward (``loss=None``: no gradient from this rank), the gradient mean over ranks, optional
-    gradient-norm clipping, one optimizer step and the EMA update."""
-    opt.zero_grad(set_to_none=True)
-    if loss is not None:
-        loss.backward()
-    if ddp is not None:
-        ddp.average_gradients(model)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    if ema is not None:
-        ema.update(model)
-
-
-def halt_exploration(cfg: TrainConfig, n_sup: int, b: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Minimum steps per sample ``(b,)``: ``U{2..n_sup}`` with probability ``halt_exploration``, else 0.
-
-    As in the TRM code, a sample may halt at step ``s`` only once ``s >= min_steps``, so the Q
-    head also sees (and learns the value of) steps it would have skipped.
-    """
-    explore = torch.rand(b, generator=gen, device=device) < cfg.halt_exploration
-    steps = torch.randint(2, max(n_sup, 2) + 1, (b,), generator=gen, device=device)
-    return torch.where(explore, steps, 0)
-
-
-def with_halting_loss(mc: TRMConfig, cfg: TrainConfig, out: Any, loss: torch.Tensor, solution: torch.Tensor,
-                      blank: torch.Tensor, logs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step's loss plus, with halting, ``q_loss_weight`` times the Q head's BCE on "the decoded answer
-    ``(R, 81)`` is exactly right"; appends the step's loss, Q loss, cell accuracy on ``blank``, exact rate and
-    rows to ``logs``. Returns the loss and the decoded answer."""
-    pred = out.logits.detach().argmax(-1)
-    exact = (pred == solution).all(-1)
-    q_loss = torch.zeros((), device=solution.device)
-    if mc.halting:
-        q_loss = F.binary_cross_entropy_with_logits(out.q.float(), exact.float())
-        loss = loss + cfg.q_loss_weight * q_loss
-    logs["loss"].append(loss.item())
-    logs["q_loss"].append(q_loss.item())
-    logs["cell_accuracy"].append(float(((pred == solution) & blank).sum() / blank.sum().clamp(min=1)))
-    logs["exact"].append(float(exact.float().mean()))
-    logs["samples"].append(int(pred.shape[0]))
-    return loss, pred
-
-
-def train_batch(
-    model: TRM,
-    ema: EMA | None,
-    opt: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    puzzle: torch.Tensor,
-    solution: torch.Tensor,
-    gen: torch.Generator,
-    opt_step: int,
-    ddp: Dist | None = None,
-    amp: bool = False,
-    progress: float = 0.0,
-) -> dict[str, Any]:
-    """Deep supervision over one batch ``(B, 81)``: up to ``n_sup`` optimizer steps. Returns logs.
-
-    After each step: loss on the conditional readout ``l_c`` (stable-max cross-entropy towards
-    the solution, or DIS's target ``y†_s``; TRM's Q head with BCE on "the decoded answer is
-    exactly right"), an optimizer step, the EMA update, and ``(y, z)`` carried on detached
-    (:class:`trm.carry.Carry`). With several processes (``ddp``) each rank trains its own ``B``
-    puzzles and gradients are averaged before every step; a rank whose samples have all halted
-    contributes zeros until every rank's have. ``amp``: bfloat16 autocast of the forward pass.
-    ``progress``: the fraction of the run done, for the learning-rate schedule (:func:`lr_at`).
-    """
-    ddp, mc = ddp or Dist(), model.cfg
-    b = puzzle.shape[0]
-    targets = PATHS[cfg.dis_path](puzzle, solution, mc.n_sup, gen) if cfg.scheme == "dis" else None
-    min_steps = halt_exploration(cfg, mc.n_sup, b, gen, puzzle.device) if mc.halting else None
-    carry = Carry(model, b)
-    answer, alive, blank = torch.zeros_like(puzzle), torch.arange(b, device=puzzle.device), puzzle == 0
-    tokens = model.input_tokens(puzzle, answer)
-    logs: dict[str, Any] = {"loss": [], "cell_accuracy": [], "exact": [], "q_loss": [], "samples": []}
-    autocast = torch.autocast(puzzle.device.type, dtype=torch.bfloat16, enabled=amp)
-    for s in range(1, mc.n_sup + 1):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, opt_step, progress)
-        if alive.numel() == 0:  # this rank is done, others are not: step with them on zero gradients
-            optimizer_step(model, opt, ema, None, cfg, ddp)
-            opt_step += 1
-            continue
-        with autocast:
-            out = carry.step(model, tokens[alive], alive, s)
-        target = targets[s - 1][alive] if targets is not None else solution[alive]
-        loss = step_weight(cfg, s, mc.n_sup) * stablemax_cross_entropy(out.logits, target)
-        loss, pred = with_halting_loss(mc, cfg, out, loss, solution[alive], blank[alive], logs)
-        check_finite(loss, f"at supervision step {s} of optimizer step {opt_step}")
-        optimizer_step(model, opt, ema, loss, cfg, ddp)
-        opt_step += 1
-        answer[alive] = pred
-        tokens = model.input_tokens(puzzle, answer)
-        if mc.halting:
-            alive = alive[(out.q.detach() <= 0) | (s < min_steps[alive])]
-            if ddp.max(torch.tensor(alive.numel(), device=puzzle.device)).item() == 0:
-                break
-    logs["opt_step"] = opt_step
-    return logs
-
-
-def train_refill(
-    model: TRM,
-    ema: EMA | None,
-    opt: torch.optim.Optimizer,
-    cfg: TrainConfig,
-    live: LiveBatch,
-    draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
-    gen: torch.Generator,
-    opt_step: int,
-    n_steps: int,
-    ddp: Dist | None = None,
-    amp: bool = False,
-    progress: float = 0.0,
-) -> dict[str, Any]:
-    """``n_steps`` optimizer steps with the TRM code's carry (``cfg.refill``, :mod:`train.refill`). Returns logs.
-
-    Before each step every ended slot of ``live`` takes a new puzzle from ``draw(R) -> (puzzle, solution)``,
-    each ``(R, 81)``; then one supervision step runs on all ``B`` slots, each at its own step
-    index ``s_i``, with the loss of :func:`train_batch` (slot ``i`` weighted by ``w(s_i)``).
-    A slot ends when its Q head says halt (once ``s_i`` reaches its exploration minimum) or at
-    ``s_i = n_sup``. ``logs["started"]`` counts the puzzles put in.
-    """
-    ddp, mc, device = ddp or Dist(), model.cfg, live.puzzle.device
-    logs: dict[str, Any] = {"loss": [], "cell_accuracy": [], "exact": [], "q_loss": [], "samples": [], "started": 0}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-    every = torch.arange(len(live), device=device)
-    for _ in range(n_steps):
-        rows = live.done()
-        if rows.numel():
-            p, sol = draw(int(rows.numel()))
-            minimum = halt_exploration(cfg, mc.n_sup, len(rows), gen, device) if mc.halting else torch.zeros_like(rows)
-            targets = PATHS[cfg.dis_path](p, sol, mc.n_sup, gen) if cfg.scheme == "dis" else None
-            live.refill(rows, p, sol, minimum, targets)
-            logs["started"] += int(rows.numel())
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, opt_step, progress)
-        s = live.advance()
-        with autocast:
-            out = live.carry.step(model, model.input_tokens(live.puzzle, live.answer), every, s.clone())
-        w = step_weight(cfg, s.float(), mc.n_sup)  # 1, or (B,) per slot
-        loss = stablemax_cross_entropy(out.logits, live.target(), w[:, None] if torch.is_tensor(w) else None)
-        loss, pred = with_halting_loss(mc, cfg, out, loss, live.solution, live.puzzle == 0, logs)
-        check_finite(loss, f"at optimizer step {opt_step}")
-        optimizer_step(model, opt, ema, loss, cfg, ddp)
-        opt_step += 1
-        never = torch.zeros(len(live), dtype=torch.bool, device=device)
-        halted = (out.q.detach() > 0) & (s >= live.min_steps) if mc.halting else never
-        live.record(pred, halted)
-    logs["opt_step"] = opt_step
-    return logs
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -383,7 +197,7 @@ class Trainer:
         return p, s
 
     def batch(self, progress: float = 0.0) -> dict[str, Any]:
-        """Train on one batch and update the counters (``progress``: see :func:`lr_at`). A batch is a fresh
+        """Train on one batch and update the counters (``progress``: see :func:`train.deep_supervision.lr_at`). A batch is a fresh
         draw through :func:`train_batch`, or with ``refill`` ``n_sup`` optimizer steps of :func:`train_refill`."""
         self.model.reset_counter()
         step = self.state["opt_step"]
