@@ -40,16 +40,24 @@ def ppo_update(policy, opt, buf, argv, ddp, generator, rows=None):
 
 
 def rl_args(out, ckpt, *extra):
-    """A tiny RL run's options; one given in ``extra`` replaces the one here (the CLI takes an option once)."""
+    """A tiny RL run's options on generated puzzles with labels (not the main job's real puzzles); one given in
+    ``extra`` replaces the one here (the CLI takes an option once)."""
     base = {"--out": str(out), "--init-from": ckpt, "--updates": "2", "--num-envs": "8", "--pool-size": "32"}
-    base |= {"--eval-size": "8", "--minutes": "5", "--checkpoint-every": "0"}
-    return [t for option, value in base.items() if option not in extra for t in (option, value)] + list(extra)
+    base |= {"--eval-size": "8", "--minutes": "5", "--checkpoint-every": "0", "--puzzles": "", "--reward-mode": "solution"}
+    base |= {"--test-set": "", "--forward-passes": "0"}
+    flags = [f for f in ("--no-self-training", "--no-parallel-controls") if f.replace("--no-", "--") not in extra]
+    return [t for option, value in base.items() if option not in extra for t in (option, value)] + flags + list(extra)
+
+
+def ppo_args(out, ckpt, *extra):
+    """:func:`rl_args` under a PPO-style objective (``ppo`` unless ``extra`` names one)."""
+    return rl_args(out, ckpt, *(() if "--objective" in extra else ("--objective", "ppo")), *extra)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["ppo", "pi"])
 def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tiny_dis_checkpoint, objective, capsys):
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", objective))
+    m = ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--objective", objective))
     for key in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle", "train_forward_passes", "wall_seconds"):
         assert key in m
     assert m["updates"] == 2 and m["train_forward_passes"] > 0
@@ -68,7 +76,7 @@ def test_rl_run_end_to_end_writes_metrics_and_a_before_after_table(tmp_path, tin
 
 
 def test_pooled_halt_keeps_the_initial_model_shape(tmp_path, tiny_dis_checkpoint):
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--pooled-halt", "--updates", "1"))
+    m = ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--pooled-halt", "--updates", "1"))
     assert m["updates"] == 1
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert not ck["config"]["halt_confidence"] and "q_confidence" not in ck["model"]
@@ -77,8 +85,8 @@ def test_pooled_halt_keeps_the_initial_model_shape(tmp_path, tiny_dis_checkpoint
 
 @pytest.mark.slow
 def test_resume_continues_from_the_saved_update(tmp_path, tiny_dis_checkpoint):
-    ppo.main(rl_args(tmp_path, tiny_dis_checkpoint))
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--resume", "--updates", "3"))
+    ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint))
+    m = ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--resume", "--updates", "3"))
     assert m["updates"] == 3
 
 
@@ -89,22 +97,22 @@ def test_verifier_mode_trains_from_a_source_without_solutions(tmp_path, tiny_dis
     f.write_text("\n".join(sudoku.format(puzzles)) + "\n")
     data = split("easy", str(f), seed=0, pool_size=1, eval_size=8, need_solutions=False)
     assert data.train.solutions is None and data.eval_solutions is None  # the training reward is the rules alone
-    m = ppo.main(rl_args(tmp_path / "run", tiny_dis_checkpoint, "--puzzles", str(f), "--reward-mode", "verifier"))
+    m = ppo.main(ppo_args(tmp_path / "run", tiny_dis_checkpoint, "--puzzles", str(f), "--reward-mode", "verifier"))
     assert m["reward_mode"] == "verifier" and 0.0 <= m["solve_rate"] <= 1.0
     assert np.isnan(m["cell_accuracy"])  # held-out accuracy needs labels; solve rate is the verifier's
 
 
 def test_bad_init_checkpoints_fail_at_once(tmp_path, tiny_dis_checkpoint, capsys):
     with pytest.raises(SystemExit) as stop:
-        ppo.main(rl_args(tmp_path / "new", str(tmp_path / "missing.pt")))
+        ppo.main(ppo_args(tmp_path / "new", str(tmp_path / "missing.pt")))
     assert stop.value.code == 2 and "--init-from: checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="has hidden=16, but --hidden 32"):
-        ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--hidden", "32"))
+        ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--hidden", "32"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
     with pytest.raises(SystemExit) as stop:
-        ppo.main(rl_args(tmp_path / "other", str(junk)))
+        ppo.main(ppo_args(tmp_path / "other", str(junk)))
     assert stop.value.code == 2 and "corrupt or not a checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
     assert not (tmp_path / "metrics.json").exists()
@@ -123,7 +131,7 @@ def test_a_diverging_update_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_d
 
     monkeypatch.setattr(ppo, "update", diverging)
     with pytest.raises(SystemExit, match="diverged .* last good checkpoint"):
-        ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "4", "--checkpoint-every", "0"))
+        ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--updates", "4", "--checkpoint-every", "0"))
     assert load_checkpoint(tmp_path / "checkpoint.pt", kind="ppo_recursion")["state"]["update"] == 1
 
 
@@ -218,7 +226,7 @@ def test_torchrun_two_ranks_end_to_end(tmp_path, tiny_dis_checkpoint):
         "train/ppo_recursion.py",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd + rl_args(tmp_path, tiny_dis_checkpoint), capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(cmd + ppo_args(tmp_path, tiny_dis_checkpoint), capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["updates"] == 2
@@ -411,7 +419,7 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     no_solving(monkeypatch)
     argv = ["--out", str(tmp_path / "run"), "--puzzles", str(f), "--reward-mode", "verifier",
             "--group-size", "4", "--num-envs", "16", "--eval-size", "8", "--updates", "3", "--hidden", "16",
-            "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3", *search]
+            "--checkpoint-every", "0", "--val-size", "8", "--temperature", "3", "--warm-minutes", "0", *search]
     m = expert.main(argv)
     assert m["init"].startswith("scratch") and m["updates"] == 3
     assert not (tmp_path / "run" / "warm_dis").exists()  # no supervised warm start on the puzzles it trains on
@@ -433,8 +441,8 @@ def test_label_free_expert_iteration_reads_no_solution_and_starts_from_scratch(t
     np.testing.assert_equal(*({k: v for k, v in r.items() if k != "wall_seconds"} for r in (again, after)))
 
 
-def test_expert_search_is_the_expert_scripts_and_divides_the_rollout(capsys):
-    for script, bad in ((ppo, ["--expert-search", "4"]), (expert, ["--expert-search", "3"]), (expert, ["--expert-search", "-2"])):
+def test_expert_search_divides_the_rollout_in_both_scripts(capsys):
+    for script, bad in ((ppo, ["--expert-search", "3"]), (expert, ["--expert-search", "3"]), (expert, ["--expert-search", "-2"])):
         with pytest.raises(SystemExit):
             script.parse_args(bad)
         assert "--expert-search" in capsys.readouterr().err
@@ -442,7 +450,7 @@ def test_expert_search_is_the_expert_scripts_and_divides_the_rollout(capsys):
 
 @pytest.mark.slow
 def test_group_objective_runs_end_to_end_from_a_named_checkpoint(tmp_path, tiny_dis_checkpoint, capsys):
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--objective", "group", "--group-size", "4", "--credit", "cell"))
+    m = ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--objective", "group", "--group-size", "4", "--credit", "cell"))
     assert m["updates"] == 2 and m["objective"] == "group"
     assert "trained on easy" in m["init"]
     with pytest.raises(SystemExit):
@@ -477,7 +485,7 @@ def test_threshold_at_picks_the_cheapest_threshold_that_solves_as_many():
 
 
 def test_halt_curve_measures_every_threshold_on_the_held_out_puzzles(tmp_path, tiny_dis_checkpoint, capsys):
-    m = ppo.main(rl_args(tmp_path, tiny_dis_checkpoint, "--updates", "1", "--halt-curve", "--no-control-dis"))
+    m = ppo.main(ppo_args(tmp_path, tiny_dis_checkpoint, "--updates", "1", "--halt-curve", "--no-control-dis"))
     curve = m["before"]["threshold"]["curve"]
     assert [p["threshold"] for p in curve] == list(controls.THRESHOLDS)
     assert all(3.0 <= p["forward_passes_per_puzzle"] <= 18.0 for p in curve)  # counted: 3 per step, 1 to 6 steps

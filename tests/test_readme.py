@@ -11,6 +11,7 @@ belongs to (the closest ``train/X.py`` before it). A boolean is written ```--fla
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
@@ -255,9 +256,21 @@ print(json.dumps(results))
 """
 
 
-def test_every_command_of_the_results_pages_starts_from_another_directory(tmp_path):
+def docstring_commands() -> list[tuple[str, tuple[str, ...]]]:
+    """``(script, args)`` of every ````python train/X.py ...```` a module docstring of ``train/`` shows."""
+    found = []
+    for path in sorted((ROOT / "train").rglob("*.py")):
+        doc = " ".join((ast.get_docstring(ast.parse(path.read_text())) or "").split())
+        shown = re.finditer(r"``python (train/\w+\.py)((?: [^`]+)?)``", doc)
+        found += [(m.group(1), tuple(shlex.split(m.group(2)))) for m in shown if "[" not in m.group(2)]  # not a synopsis
+    return list(dict.fromkeys(found))
+
+
+def test_every_command_of_the_results_pages_and_docstrings_starts_from_another_directory(tmp_path):
     """One process runs each command's ``--help`` (its entry point and option parsing), to keep the test quick."""
-    commands = [c for page in sorted(RESULTS.glob("*.md")) for c in commands_in(page)]
+    shown = docstring_commands()
+    assert ("train/ppo_recursion.py", ()) in shown and len(shown) >= 10
+    commands = [c for page in sorted(RESULTS.glob("*.md")) for c in commands_in(page)] + shown
     commands = list(dict.fromkeys(commands))
     assert len(commands) >= 10
     missing = sorted({s for s, _ in commands if not (ROOT / s).is_file()})

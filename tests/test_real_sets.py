@@ -220,7 +220,9 @@ def test_an_rl_run_records_its_sets_and_never_evaluates_on_a_grid_its_start_trai
     assert np.isin(canonical.grid_hash(held_s[:3]), trained_grids(load_checkpoint(ck))).all()
     out = tmp_path / "rl"
     m = ppo.main(["--out", str(out), "--init-from", ck, "--updates", "1", "--num-envs", "8", "--pool-size", "32",
-                  "--eval-size", "8", "--minutes", "5", "--checkpoint-every", "0", "--no-control-dis"])
+                  "--eval-size", "8", "--minutes", "5", "--checkpoint-every", "0", "--no-control-dis", "--puzzles", "",
+                  "--reward-mode", "solution", "--objective", "ppo", "--test-set", "", "--no-self-training",
+                  "--forward-passes", "0", "--no-parallel-controls"])
     sets = json.loads((out / "run.json").read_text())["sets"]
     print("RL run.json sets:", json.dumps(sets))
     assert sets["eval"]["dropped_trained_by_start"] == 3 and sets["eval"]["size"] == 5

@@ -17,6 +17,10 @@ from trm.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RL = ["--updates", "12", "--num-envs", "8", "--pool-size", "32", "--eval-size", "8"]
+# PPO on generated puzzles with labels, not the main job's default (label-free expert iteration on real puzzles)
+GENERATED_PPO = ["--puzzles", "", "--reward-mode", "solution", "--objective", "ppo", "--test-set", "", "--no-self-training",
+                 "--forward-passes", "0", "--no-parallel-controls"]
+RL += GENERATED_PPO
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "8", "--pool-size", "64", "--eval-size", "8"]
 CASES = {
     "dis": ("train/train_dis.py", [*TINY, "--steps", "25"], "batch"),
@@ -98,7 +102,7 @@ def test_a_stop_during_the_warm_start_stops_the_rl_job_too(tmp_path):
     out = tmp_path / "rl"
     cmd = [sys.executable, str(ROOT / "train/ppo_recursion.py"), "--out", str(out), "--warm-minutes", "2", "--minutes", "2"]
     cmd += ["--hidden", "16", "--pool-size", "64", "--eval-size", "8", "--warm-eval-size", "4", "--num-envs", "8"]
-    cmd += ["--no-control-dis"]
+    cmd += ["--no-control-dis", "--init-from", "", *GENERATED_PPO]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.time() + 300
     while _saved_count(out / "warm_dis" / "checkpoint.pt", "batch") < 1 and time.time() < deadline:

@@ -81,7 +81,7 @@ def test_the_protocol_trains_every_arm_per_seed_on_equal_passes_and_tables_paire
 ):
     out = tmp_path / "protocol"
     argv = ["--start", tiny_dis_checkpoint, "--out", str(out), "--seeds", "0,1", "--forward-passes", "1500",
-            "--num-envs", "8", "--expert-search", "4", "--group-size", "4", "--epochs", "1", "--val-size", "16",
+            "--num-envs", "8", "--expert-search", "4", "--group-size", "4", "--replay-batches", "1", "--val-size", "16",
             "--eval-size", "16", "--search-size", "4", "--search-k", "2", "--families", "expert,group"]
     p = protocol.main(argv)
     for seed in ("0", "1"):

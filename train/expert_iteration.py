@@ -4,7 +4,7 @@ Each round the policy (``agents/recursion_policy.py``) plays ``--num-envs`` epis
 groups of ``--group-size`` per puzzle, each episode under its own symmetry of the puzzle;
 every answer the rules verify (an episode that ended solved, or a step's greedy readout
 that passed :func:`envs.rules.verified`) joins a replay of found solutions
-(``--replay-size``, oldest dropped). Then the model takes ``--epochs`` DIS batches (deep
+(``--replay-size``, oldest dropped). Then the model takes ``--replay-batches`` DIS batches (deep
 supervision towards DIS's intermediate targets, :func:`train.deep_supervision.train_batch`) on
 pairs drawn from that replay, each under a random symmetry, at a constant ``--lr``. No
 label is read: the targets are the policy's own verified solutions (one process only).
@@ -18,16 +18,20 @@ it learns. Like DIS, the run keeps an exponential moving average of the weights
 (``E <- d E + (1 - d) theta`` after every optimizer step; ``--ema-decay``, -1: the start's
 ``ema_decay``), and greedy decoding and the search read it.
 
-The run folder, the start (``--init-from``, a DIS warm start, or scratch with
-``--reward-mode verifier``) and the closing table with its controls are those of
-``train/ppo_recursion.py`` (``train/rl/loop.py``).
+The run folder, the start (``--init-from``, a DIS warm start with labels on generated
+puzzles, or scratch with ``--reward-mode verifier --warm-minutes 0``) and the closing table
+with its controls are those of ``train/ppo_recursion.py`` (``train/rl/loop.py``), whose main
+job runs this algorithm (``--objective expert``). :func:`self_training_control` is the
+self-training control (c2) both scripts run with ``--self-training``.
 
 Example: ``python train/expert_iteration.py --init-from runs/dis/checkpoint.pt --reward-mode verifier --expert-search 8``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,9 +46,11 @@ from train.deep_supervision import make_optimizer, train_batch
 from train.distributed import Dist
 from train.held_out import Split
 from train.rl import loop
-from train.rl.common import RLArgs
+from train.rl.common import ControlSettings, EnvSettings, RLArgs, StartSettings
+from train.rl.controls import measure
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
+from trm.checkpoint import load_model
 from trm.config import TrainConfig
 from trm.model import TRM
 
@@ -59,12 +65,20 @@ class ExpertSettings:
 
     replay_size: int = 4096  # the most verified (puzzle, solution) pairs kept (oldest dropped)
     expert_search: int = 0  # K of a verified search labelling --num-envs / K puzzles a round (0: the rollout's episodes)
-    epochs: int = 2  # DIS batches on the replay after each round
+    replay_batches: int = 2  # DIS batches on the replay after each round
 
     def __post_init__(self) -> None:
-        if self.replay_size < 1 or self.epochs < 1 or self.expert_search < 0:
-            raise ValueError(f"--replay-size and --epochs must be at least 1 and --expert-search >= 0, got "
-                             f"{self.replay_size}, {self.epochs}, {self.expert_search}")
+        if self.replay_size < 1 or self.replay_batches < 1 or self.expert_search < 0:
+            raise ValueError(f"--replay-size and --replay-batches must be at least 1 and --expert-search >= 0, got "
+                             f"{self.replay_size}, {self.replay_batches}, {self.expert_search}")
+
+    def check(self, env: EnvSettings) -> None:
+        """Refuse a search K or rollout group that does not divide ``--num-envs``."""
+        k, n = self.expert_search, env.num_envs
+        if k and n % k:
+            raise ValueError(f"--expert-search {k} must be a positive divisor of --num-envs {n}")
+        if env.group_size < 2 or n % env.group_size:
+            raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {env.group_size}")
 
 
 @dataclass
@@ -74,11 +88,7 @@ class Args(RLArgs):
 
     def validate(self) -> None:
         super().validate()
-        k, n = self.expert.expert_search, self.env.num_envs
-        if k and n % k:
-            raise ValueError(f"--expert-search {k} must be a positive divisor of --num-envs {n}")
-        if self.env.group_size < 2 or n % self.env.group_size:
-            raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {self.env.group_size}")
+        self.expert.check(self.env)
 
 
 def replay_config(start: TrainConfig | None, lr: float) -> TrainConfig:
@@ -166,7 +176,7 @@ class ExpertRun(loop.RLRun):
         return stats, int(res["steps"].sum()) * k
 
     def fit_replay(self, found: torch.Tensor) -> dict[str, float]:
-        """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--epochs`` DIS batches from it.
+        """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--replay-batches`` DIS batches from it.
 
         A pair is ``(puzzle, answer)`` in the view it was found in; the answer passed the rules,
         so for a puzzle with one solution it is that solution, found without reading any.
@@ -180,20 +190,55 @@ class ExpertRun(loop.RLRun):
         if not len(self.replay):
             return stats
         b = min(self.expert_cfg.batch_size, len(self.replay))
-        for _ in range(self.args.expert.epochs):
+        for _ in range(self.args.expert.replay_batches):
             pick = torch.randint(len(self.replay), (b,), generator=self.mb_gen).to(self.device)
             sym = augmentation.random_symmetry(b, self.target_gen, self.device)
             p, sol = augmentation.apply(*sym, self.replay[pick, 0], self.replay[pick, 1])
             logs = train_batch(self.policy.trm, self.ema, self.opt, self.expert_cfg, p, sol, self.target_gen, 0, progress=0.0)
-            stats["loss"] += float(np.mean(logs["loss"])) / self.args.expert.epochs
+            stats["loss"] += float(np.mean(logs["loss"])) / self.args.expert.replay_batches
             stats["epochs"] += 1
             stats["optimizer_steps"] += logs["opt_step"]
         return stats
 
 
+def self_training_args(args: RLArgs, init: Path, passes: int, device: str) -> Args:
+    """The self-training control (c2) of an RL run with options ``args``, in ``OUT/self_training``.
+
+    Like for like with expert iteration: the same start ``init``, pool, held-out split, training
+    seed, constant rate, weight average, replay and batches per round, for ``passes`` training
+    forward passes (counted by the model); only the expert differs: greedy decoding (``K = 1``),
+    so only the greedy answers the rules verify join the replay. It reads no label.
+    """
+    expert = replace(getattr(args, "expert", None) or ExpertSettings(), expert_search=1)
+    return Args(
+        out=str(Path(args.out) / "self_training"), seed=args.seed, device=device, difficulty=args.difficulty,
+        puzzles=args.puzzles, pool_size=args.pool_size, eval_size=args.eval_size, lr=args.lr, ema_decay=args.ema_decay,
+        minutes=24 * 60.0, forward_passes=max(1, passes), overwrite=True,  # the budget is passes; the clock guards a runaway
+        env=replace(args.env, reward_mode="verifier"), start=StartSettings(init_from=str(init)), policy=args.policy,
+        control=ControlSettings(control_dis=False), expert=expert,
+    )
+
+
+def self_training_control(args: RLArgs, init: Path, passes: int, device: str, data: Split) -> dict[str, Any]:
+    """Run :func:`self_training_args` and measure its greedy model (every step) on the RL run's held-out ``data``.
+
+    Returns the measurement with the run's ``seconds``, ``optimizer_steps``, ``train_forward_passes``
+    and ``checkpoint`` (the row ``train/rl/loop.py`` prints)."""
+    a = self_training_args(args, init, passes, device)
+    print(f"control: self-training without search for {passes:,} training forward passes -> {a.out}", flush=True)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):  # its own table stays in its folder
+        res = train(a)
+    path = Path(a.out) / "checkpoint.pt"
+    model, _ = load_model(path)
+    m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
+    counts = {k: res[k] for k in ("optimizer_steps", "train_forward_passes")}
+    return {**m, "seconds": res["wall_seconds"], **counts, "data": "self", "checkpoint": str(path)}
+
+
 def train(args: Args) -> dict[str, Any]:
     """Start, run expert iteration and measure as ``args`` say; returns the metrics (``metrics.json``)."""
-    return loop.train(args, ExpertRun, FIXED_ON_RESUME)
+    return loop.train(args, ExpertRun, FIXED_ON_RESUME, self_training=self_training_control)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -1,11 +1,18 @@
-"""RL over recursion steps, PPO-style: the TRM policy acts in LatentReasoning-Sudoku-v0, one deep recursion per step.
+"""RL over recursion steps: the TRM policy acts in LatentReasoning-Sudoku-v0, one deep recursion per step.
 
-The main job. With no ``--init-from`` it first warms the policy with a short DIS run on
-this run's own training pool and held-out split (with ``--reward-mode verifier`` never:
-a label-free run starts from scratch), then trains it with RL in the batched
-environment, and ends by printing solve rate, forward passes per puzzle and
-dead-compute share before and after RL (greedy decoding, halting when the Q head says
-so) beside the no-RL controls (``train/rl/controls.py``).
+The main job. On its defaults it starts from the DIS checkpoint the package ships
+(``--init-from shipped:dis_medium``, ``trm/starts.py``: trained with labels on generated medium
+puzzles only), trains it without labels on the 17-clue training split shipped with the
+package (``--puzzles sudoku17``, ``--reward-mode verifier``: rewards from the Sudoku rules
+alone, no solution read) by expert iteration with the verified search (``--objective
+expert``) for ``--forward-passes`` training forward passes, beside its controls, each from
+the same start with the same seed for the same passes: (c1) DIS with labels on the start's
+generated source, trained in a second process while RL trains (``--parallel-controls``), and
+(c2) self-training without search (only greedy answers that verify), after RL. It
+prints the before/after table on the run's validation slice, then one table on the first
+``--test-size`` puzzles of ``sudoku17:test`` (greedy, every step) with each row's optimizer
+steps, training forward passes and minutes. With no ``--init-from`` it first warms the policy
+with a short DIS run on generated puzzles (``--warm-minutes``; with labels, never RL's own).
 
 Policy (``agents/recursion_policy.py``). The state carries the latents ``(y, z)`` across
 steps, detached as in deep supervision, and the rollout stores each step's inputs, so the
@@ -20,8 +27,12 @@ every step past a solved board earns ``-step_cost``: halting there is what the s
 teaches. The halt and value heads, which DIS never trained, learn at ``--head-lr``; the
 rest of the network at ``--lr``.
 
-Objectives (``--objective``, ``train/rl/update.py``):
+Objectives (``--objective``; ``train/rl/update.py``, ``train/expert_iteration.py``):
 
+* ``expert`` (default): each round the verified search (``--expert-search K`` sampled
+  trajectories per puzzle, each under its own symmetry) labels ``--num-envs / K`` training
+  puzzles not yet solved with the answers the rules verify; ``--replay-batches`` DIS batches
+  on that replay follow (the run of ``train/expert_iteration.py``);
 * ``ppo``: the clipped ratio ``min(r A, clip(r, 1 - eps, 1 + eps) A)`` on GAE advantages over
   recursion steps (``--gamma``, ``--gae-lambda``; ``train/rl/advantages.py``), entropy bonus,
   value loss; epochs stop early above ``--target-kl``, the run above ``--abort-kl``;
@@ -32,15 +43,14 @@ Objectives (``--objective``, ``train/rl/update.py``):
 * ``pi``: policy improvement ``pi_new ∝ pi_ref exp(A / beta)``, fitted by advantage-weighted
   maximum likelihood (weights normalised to mean 1, capped at ``--max-weight``).
 
-Expert iteration with verified search is its own script, ``train/expert_iteration.py``.
-
-Several devices: launched with ``torchrun --nproc_per_node K`` each rank steps its own
-``num_envs / K`` environments and gradients are averaged (gloo on CPU, nccl on GPU);
-losses are normalised by global counts, so an update equals the single-process
+Several devices (``ppo``, ``group``, ``pi``): launched with ``torchrun --nproc_per_node K`` each
+rank steps its own ``num_envs / K`` environments and gradients are averaged (gloo on CPU, nccl
+on GPU); losses are normalised by global counts, so an update equals the single-process
 update on the same global batch.
 
-Example: ``python train/ppo_recursion.py`` (CPU default, a few minutes), or
-``python train/ppo_recursion.py --init-from runs/dis/checkpoint.pt --step-cost 0.02``.
+Example: ``python train/ppo_recursion.py`` (the main job: CPU, under 10 minutes), or on
+generated easy puzzles with labels: ``python train/ppo_recursion.py --puzzles "" --reward-mode
+solution --init-from "" --objective ppo --no-self-training --test-set ""``.
 """
 
 from __future__ import annotations
@@ -51,12 +61,13 @@ from typing import Any
 import torch
 
 from agents.recursion_policy import RecursionPolicy
-from train import cli
+from train import cli, expert_iteration
 from train.distributed import Dist
+from train.expert_iteration import ExpertSettings
 from train.held_out import Split
 from train.rl import loop
 from train.rl.advantages import AdvantageSettings, advantages
-from train.rl.common import RLArgs
+from train.rl.common import ControlSettings, EnvSettings, RLArgs, StartSettings
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
 from train.rl.update import UpdateSettings, update
@@ -69,20 +80,36 @@ FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_so
 FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "verifier_cell_weight", "ema_decay", "init_from")
 
 
+MAIN_JOB_PASSES = 300_000  # the main job's RL budget in training forward passes (each control gets what RL spent)
+
+
 @dataclass
 class Args(RLArgs):
+    minutes: float = 8.0  # RL wall-clock budget (the main job stops on --forward-passes first)
+    forward_passes: int = MAIN_JOB_PASSES  # stop once the training forward passes (counted by the model) reach this (0: no limit)
+    puzzles: str = "sudoku17"  # puzzle file or real collection; with --reward-mode verifier its solutions are never read by RL
+    lr: float = 1e-4  # learning rate of the network
+    env: EnvSettings = field(default_factory=lambda: EnvSettings(reward_mode="verifier"))
+    start: StartSettings = field(default_factory=lambda: StartSettings(init_from="shipped:dis_medium"))
+    control: ControlSettings = field(
+        default_factory=lambda: ControlSettings(parallel_controls=True, self_training=True, test_set="sudoku17:test"))
     head_lr: float = 1e-2  # learning rate of the halting (Q) and value heads, which DIS never trained
     adam_eps: float = 1e-5  # Adam's epsilon
     beta1: float = 0.9  # Adam's first-moment decay
     beta2: float = 0.999  # Adam's second-moment decay
-    update: UpdateSettings = field(default_factory=UpdateSettings)
+    update: UpdateSettings = field(default_factory=lambda: UpdateSettings(objective="expert"))
     advantage: AdvantageSettings = field(default_factory=AdvantageSettings)
+    expert: ExpertSettings = field(default_factory=lambda: ExpertSettings(expert_search=8, replay_batches=4))
 
     def validate(self) -> None:
         super().validate()
         for name in ("head_lr", "adam_eps"):
             if not (0 <= getattr(self, name) < float("inf")):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.update.objective == "expert":
+            self.expert.check(self.env)
+            if not self.expert.expert_search:
+                raise ValueError("--objective expert searches: --expert-search must be at least 1")
         k, n = self.env.group_size, self.env.num_envs
         if self.update.grouped and (k < 2 or n % k):
             raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {k}")
@@ -144,8 +171,14 @@ class PPORun(loop.RLRun):
 
 
 def train(args: Args) -> dict[str, Any]:
-    """Start, train and measure an RL run as ``args`` say; returns rank 0's metrics (``metrics.json``)."""
-    return loop.train(args, PPORun, FIXED_ON_RESUME)
+    """Start, train and measure an RL run as ``args`` say; returns rank 0's metrics (``metrics.json``).
+
+    ``--objective expert`` runs :class:`train.expert_iteration.ExpertRun`; the others :class:`PPORun`.
+    """
+    if args.update.objective == "expert":
+        fixed = FIXED_ON_RESUME + tuple(k for k in expert_iteration.FIXED_ON_RESUME if k not in FIXED_ON_RESUME)
+        return loop.train(args, expert_iteration.ExpertRun, fixed, self_training=expert_iteration.self_training_control)
+    return loop.train(args, PPORun, FIXED_ON_RESUME, self_training=expert_iteration.self_training_control)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -66,6 +66,7 @@ from train.run_folder import (
 )
 from train.search_curve import search_point
 from train.stats import seed_interval
+from trm import starts
 from trm.checkpoint import load_checkpoint, load_model
 
 RL_ARMS = {"expert": "rl_expert", "group": "rl_group"}  # family -> arm
@@ -76,7 +77,7 @@ CLOCK_GUARD_MINUTES = 24 * 60.0  # budgets are forward passes; the clock only st
 
 @dataclass
 class Args:
-    start: str = ""  # DIS checkpoint (trained with labels on generated tiers only) every arm starts from
+    start: str = "shipped:dis_medium"  # DIS checkpoint (labels on generated tiers only) every arm starts from, or shipped:NAME
     out: str = "runs/rl_protocol"  # folder: seed<s>/<arm>/ run folders, protocol_<part>.json, table_<part>.md
     seeds: str = "0,1,2"  # training seeds, comma-separated: every arm of seed s trains with --seed s
     families: str = "expert"  # RL arms, comma-separated: expert (expert iteration with search), group (group objective)
@@ -86,7 +87,7 @@ class Args:
     lr: float = 1e-4  # constant learning rate of every arm (the DIS start's final rate)
     num_envs: int = 128  # expert: trajectories per search round (num_envs / K puzzles); group: episodes per rollout
     expert_search: int = 8  # K of the expert's verified search
-    epochs: int = 4  # expert and self-training: DIS batches on the replay per round
+    replay_batches: int = 4  # expert and self-training: DIS batches on the replay per round
     replay_size: int = 4096  # expert and self-training: verified pairs kept
     group_size: int = 8  # group: symmetric views per puzzle (the group of the baseline)
     eval_part: Literal["val", "test"] = "val"  # choose settings on "val"; evaluate "test" once, at the end
@@ -98,6 +99,7 @@ class Args:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad option; creates nothing."""
+        self.start = starts.resolve(self.start)
         if not self.start or not Path(self.start).is_file():
             raise ValueError(f"--start: no checkpoint at {self.start or '(none given)'}")
         try:
@@ -122,7 +124,7 @@ class Args:
         if real_sets.parse_spec(self.puzzles) is None or real_sets.parse_spec(self.puzzles)[1] != "train":
             raise ValueError(f"--puzzles must be a collection's training part ({', '.join(real_sets.REAL_SETS)}), "
                              f"got {self.puzzles!r}")
-        for name in ("val_size", "forward_passes", "num_envs", "expert_search", "epochs", "replay_size", "eval_size",
+        for name in ("val_size", "forward_passes", "num_envs", "expert_search", "replay_batches", "replay_size", "eval_size",
                      "search_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -169,7 +171,7 @@ def rl_common(a: Args, seed: int, out: Path, passes: int) -> dict[str, Any]:
 def expert_args(a: Args, seed: int, out: Path, passes: int, k: int) -> expert_iteration.Args:
     """Expert iteration without labels: the verified search at ``k`` (``k = 1``: greedy answers only, c2)."""
     env = EnvSettings(num_envs=a.num_envs, reward_mode="verifier", group_size=a.group_size)
-    expert = expert_iteration.ExpertSettings(replay_size=a.replay_size, expert_search=k, epochs=a.epochs)
+    expert = expert_iteration.ExpertSettings(replay_size=a.replay_size, expert_search=k, replay_batches=a.replay_batches)
     return expert_iteration.Args(**rl_common(a, seed, out, passes), env=env, expert=expert)
 
 

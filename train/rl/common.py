@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents.recursion_policy import PolicySettings
+from envs import real_sets
 from train.run_folder import RunArgs, check_memory
+from trm import starts
 from trm.checkpoint import load_checkpoint
 
 RL_KINDS = ("ppo_recursion", "expert_iteration")  # checkpoints the RL scripts write
@@ -47,10 +49,10 @@ class EnvSettings:
 
 @dataclass
 class StartSettings:
-    """Where the policy starts: a checkpoint, or a short DIS warm start (with the verifier: scratch)."""
+    """Where the policy starts: a checkpoint, a short DIS warm start with labels on generated puzzles, or scratch."""
 
-    init_from: str = ""  # a dis / trm / RL checkpoint; empty: DIS warm start (verifier: scratch)
-    warm_minutes: float = 3.75  # the DIS warm start's budget
+    init_from: str = ""  # a dis / trm / RL checkpoint or shipped:NAME (trm/starts.py); empty: a DIS warm start
+    warm_minutes: float = 3.75  # the DIS warm start's budget (0 with --reward-mode verifier: start from scratch)
     warm_eval_size: int = 64  # held-out puzzles the warm start evaluates at its end (the first of the same held-out set)
     hidden: int = 0  # policy width for the warm start (0: DIS default); must match --init-from if given
     pooled_halt: bool = False  # halting head reads only mean_L y (TRM's); start it with --halt-init-bias -2
@@ -64,7 +66,9 @@ class StartSettings:
             raise ValueError(f"--warm-eval-size must be at least 1 and --hidden >= 0, got {self.warm_eval_size}, {self.hidden}")
 
     def check(self, reward_mode: str) -> None:
-        """Refuse a missing or unfit ``--init-from`` (naming the file), or no start at all."""
+        """Resolve ``shipped:NAME`` to the file the package ships; refuse a missing or unfit ``--init-from``
+        (naming the file), or no start at all."""
+        self.init_from = starts.resolve(self.init_from)
         if not self.init_from and reward_mode == "solution" and not self.warm_minutes > 0:
             raise ValueError("--warm-minutes must be above 0 when there is no --init-from")
         if self.init_from and not Path(self.init_from).is_file():
@@ -84,10 +88,18 @@ class ControlSettings:
     control_data: Literal["start", "rl", "both"] = "start"  # its data: the start's labelled source, RL's puzzles labelled, both
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
     halt_curve: bool = False  # also measure that control at every threshold on the held-out puzzles (for equal solve rates)
+    parallel_controls: bool = False  # train the DIS controls in a second process while RL trains, for --forward-passes
+    self_training: bool = False  # after RL, self-training without search for the same training forward passes (c2)
+    test_set: str = ""  # a real collection's test part (sudoku17:test, top1465:test) every row is also measured on, once
+    test_size: int = 256  # its first N puzzles
 
     def __post_init__(self) -> None:
-        if self.val_size < 1:
-            raise ValueError(f"--val-size must be at least 1, got {self.val_size}")
+        if self.val_size < 1 or self.test_size < 1:
+            raise ValueError(f"--val-size and --test-size must be at least 1, got {self.val_size}, {self.test_size}")
+        spec = real_sets.parse_spec(self.test_set) if self.test_set else None
+        if self.test_set and (spec is None or spec[1] != "test"):
+            parts = ", ".join(n + ":test" for n in real_sets.REAL_SETS)
+            raise ValueError(f"--test-set must be a collection's test part ({parts}) or empty, got {self.test_set!r}")
 
 
 @dataclass
@@ -110,6 +122,8 @@ class RLArgs(RunArgs):
 
     def validate(self) -> None:
         super().validate()
+        if self.control.parallel_controls and not self.forward_passes:
+            raise ValueError("--parallel-controls trains the controls for --forward-passes: set it above 0")
         if self.updates < 0 or self.eval_every < 0:
             raise ValueError("--updates and --eval-every must be >= 0")
         if not (math.isfinite(self.lr) and self.lr >= 0):

@@ -2,12 +2,17 @@
 
 Rows (all on the run's held-out puzzles): greedy decoding with every step, greedy with
 the Q head's halt, the sampled policy, a confidence threshold chosen without RL on a
-validation slice of the training pool (:func:`threshold_control`), and DIS trained on
-from the start instead of RL (:func:`dis_continued_control`).
+validation slice of the training pool (:func:`threshold_control`), DIS trained on
+from the start instead of RL (:func:`dis_continued_control`) and self-training without
+search (``train/expert_iteration.py``'s ``self_training_control``). With ``--test-set`` the
+start, the RL run and each control are also measured once on a real test part
+(:func:`test_rows`, :func:`test_table`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -15,11 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 
 from agents.recursion_policy import PolicyAgent, PolicySettings, RecursionPolicy
 from agents.runner import run_episodes, summarize
 from agents.trm_agent import TRMAgent
+from envs import real_sets
 from train import supervised
+from train.benchmark import drop_trained
 from train.held_out import Split
 from train.rl.common import ControlSettings, RLArgs
 from trm.checkpoint import load_checkpoint, load_model
@@ -133,10 +141,11 @@ def table(before: dict, after: dict, *controls: dict | None) -> str:
         if "threshold" in res:
             lines.append(table_row(f"{when}, greedy, confidence > {res['threshold']['threshold']} (no RL)", res["threshold"]))
         lines.append(table_row(f"{when}, sampled policy", res["sampled"]))
+    what = {"rl": "DIS on RL's puzzles, labelled,", "start": "DIS on its own data", "self": "self-training without search"}
     for control in (c for c in controls if c is not None):
-        what = "on RL's puzzles, labelled" if control.get("data") == "rl" else "on its own data"
         passes = f"{control['train_forward_passes']:,} passes" if "train_forward_passes" in control else ""
-        lines.append(table_row(f"DIS {what} instead of RL ({passes}, {control['seconds'] / 60:.1f} min), all steps", control))
+        label = f"{what[control.get('data', 'start')]} instead of RL ({passes}, {control['seconds'] / 60:.1f} min), all steps"
+        lines.append(table_row(label, control))
     return "\n".join(lines)
 
 
@@ -184,15 +193,119 @@ def dis_continued_control(
     with the control's ``seconds``, ``optimizer_steps`` and ``train_forward_passes``; None when the start
     is not a DIS run.
     """
+    a = control_run_args(init_path, passes, args, device, source, rl_lr)
+    if a is None:
+        return None
+    print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes -> {a.out}", flush=True)
+    return control_row(a, supervised.train(a), data, device, source)
+
+
+def control_run_args(init_path: Path, passes: int, args: RLArgs, device: str, source: str,
+                     rl_lr: float | None) -> supervised.Args | None:
+    """The options of :func:`dis_continued_control`'s DIS run (None when the start is not a DIS run)."""
     ck = load_checkpoint(init_path)
     if ck["kind"] != "dis" or "args" not in ck:
         return None
     training = configs_from_dict(ck["config"], ck.get("training"))[1]
     rl_lr = training.lr * training.lr_min_ratio if rl_lr is None else rl_lr
-    a = dis_control_args(init_path, ck, passes, args, device, source, rl_lr)
-    print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes -> {a.out}", flush=True)
-    res = supervised.train(a)
+    return dis_control_args(init_path, ck, passes, args, device, source, rl_lr)
+
+
+def control_row(a: supervised.Args, res: dict[str, Any], data: Split, device: str, source: str) -> dict[str, Any]:
+    """A finished DIS control run ``a`` (its metrics ``res``) measured on RL's held-out ``data``, every step."""
     model, _ = load_model(Path(a.out) / "checkpoint.pt", "dis")
     m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
     counts = {k: res[k] for k in ("optimizer_steps", "train_forward_passes")}
     return {**m, "seconds": res["wall_seconds"], **counts, "data": source, "checkpoint": str(Path(a.out) / "checkpoint.pt")}
+
+
+def _train_quietly(a: supervised.Args, threads: int) -> None:
+    """A background control's process: ``threads`` torch threads, its output in ``OUT/log.txt``."""
+    torch.set_num_threads(threads)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        supervised.train(a)
+
+
+class BackgroundControls:
+    """The DIS controls trained in a second process while RL trains (``--parallel-controls``).
+
+    Each runs for ``passes`` training forward passes fixed before RL starts (``--forward-passes``),
+    where the sequential controls take what RL spent: both stop at their first check past the
+    budget, so their counts differ by at most one RL round or one DIS batch (each row records its
+    own). The cores are split between the two processes while both run.
+    """
+
+    def __init__(self, init_path: Path, passes: int, args: RLArgs, device: str, sources: list[str],
+                 rl_lr: float | None) -> None:
+        runs = [(s, control_run_args(init_path, passes, args, device, s, rl_lr)) for s in sources]
+        self.runs = [(s, a) for s, a in runs if a is not None]
+        self.threads = torch.get_num_threads()
+        share = max(1, self.threads // 2)
+        ctx = mp.get_context("spawn")
+        self.procs = []
+        for source, a in self.runs:
+            print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes, in the background -> "
+                  f"{a.out}", flush=True)
+            proc = ctx.Process(target=_train_quietly, args=(a, share), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        torch.set_num_threads(share)
+
+    def collect(self, data: Split, device: str) -> dict[str, dict[str, Any] | None]:
+        """Wait for every control, restore the threads, and measure each on RL's held-out ``data``."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for (source, a), proc in zip(self.runs, self.procs, strict=True):
+            proc.join()
+            metrics = Path(a.out) / "metrics.json"
+            if proc.exitcode != 0 or not metrics.is_file():
+                raise RuntimeError(f"the background control in {a.out} failed (exit {proc.exitcode}); see {a.out}/log.txt")
+            out[source] = control_row(a, json.loads(metrics.read_text()), data, device, source)
+        torch.set_num_threads(self.threads)
+        return out
+
+    def stop(self) -> None:
+        """Stop every control still running (the RL run was interrupted)."""
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        torch.set_num_threads(self.threads)
+
+
+COUNTERS = ("optimizer_steps", "train_forward_passes", "seconds")
+
+
+def test_rows(rows: dict[str, dict[str, Any]], spec: str, size: int, device: str) -> dict[str, Any]:
+    """Greedy solve rate (every step) of each row on the first ``size`` puzzles of the test part ``spec``.
+
+    ``rows``: name -> ``{"checkpoint": path, "optimizer_steps", "train_forward_passes", "seconds"}``;
+    the first row is the start. A puzzle whose solution grid any row's checkpoint trained on is
+    dropped from the set for every row (``dropped``). Labels are read here for scoring only.
+    """
+    p, s, _ = real_sets.load_part(spec)
+    sets = {spec: (p[:size], s[:size])}
+    dropped = drop_trained(sets, {r["checkpoint"] for r in rows.values()})
+    p, s = sets[spec]
+    out: dict[str, Any] = {"set": spec, "puzzles": len(p), "dropped": dropped, "rows": {}}
+    for name, r in rows.items():
+        model, _ = load_model(r["checkpoint"])
+        m = measure(model.to(device), p, s, device, False)
+        out["rows"][name] = {**{k: r.get(k, 0) for k in COUNTERS}, "checkpoint": str(r["checkpoint"]),
+                             **{k: m[k] for k in ("solve_rate", "cell_accuracy", "forward_passes_per_puzzle")}}
+    return out
+
+
+def test_table(res: dict[str, Any], rl_row: str = "after RL") -> str:
+    """The Markdown table of :func:`test_rows`: each row with its training cost, then ``rl_row`` minus each other row."""
+    rows = res["rows"]
+    lines = [f"\n{res['set']}, first {res['puzzles']} puzzles, greedy, every step (one training seed)", "",
+             "| row | solve rate | forward passes / puzzle | optimizer steps | training forward passes | minutes |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['solve_rate']:.1%} | {r['forward_passes_per_puzzle']:.1f} | {r['optimizer_steps']:,} | "
+                     f"{r['train_forward_passes']:,} | {r['seconds'] / 60:.1f} |")
+    mine = rows[rl_row]["solve_rate"]
+    lines += ["", f"| {rl_row} minus | points |", "|---|---|"]
+    lines += [f"| {name} | {100 * (mine - r['solve_rate']):+.1f} |" for name, r in rows.items() if name != rl_row]
+    return "\n".join(lines)

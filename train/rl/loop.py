@@ -19,7 +19,17 @@ from train import cli
 from train.distributed import Dist, all_stop, close, init_distributed, rank_device
 from train.held_out import Split, grids_tensor, lineage, split, trained_grids, without_trained
 from train.rl.common import RL_KINDS, RLArgs, flat
-from train.rl.controls import dis_continued_control, evaluate_policy, evaluate_start, measure, table, threshold_at
+from train.rl.controls import (
+    BackgroundControls,
+    dis_continued_control,
+    evaluate_policy,
+    evaluate_start,
+    measure,
+    table,
+    test_rows,
+    test_table,
+    threshold_at,
+)
 from train.rl.start import initial_model
 from train.run_folder import (
     Budget,
@@ -39,6 +49,8 @@ from trm.ema import EMA
 from trm.model import TRM
 
 EVAL_POINT_PUZZLES = 64
+# the self-training control (c2): (args, start checkpoint, training forward passes, device, data) -> its row
+SelfTraining = Callable[[RLArgs, Path, int, str, Split], dict[str, Any]]
 
 
 class RLRun:
@@ -201,15 +213,30 @@ def resume_checks(args: RLArgs, ck: dict[str, Any], path: Path, fixed: tuple[str
         raise ValueError(f"--resume: {path} was trained with other settings: " + "; ".join(diff))
 
 
-def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | None) -> dict[str, Any]:
-    """The DIS control rows ``--control-data`` asks for (one process, a finished run with a DIS start only)."""
-    c = rl.args.control
+def control_sources(args: RLArgs) -> list[str]:
+    """The DIS controls ``--control-data`` asks for: ``start`` (c1), ``rl`` (c4) or both."""
+    return [s for s in ("start", "rl") if args.control.control_data in (s, "both")]
+
+
+def wants_controls(args: RLArgs, ddp: Dist, init: Path | None) -> bool:
+    """Whether this run trains DIS controls (``--control-dis``, one process, a start to fine-tune)."""
+    return args.control.control_dis and ddp.world == 1 and init is not None
+
+
+def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | None,
+                 background: BackgroundControls | None = None) -> dict[str, Any]:
+    """The DIS control rows ``--control-data`` asks for: collected from ``background`` when they trained beside
+    RL (``--parallel-controls``), else trained now for the passes RL spent."""
     controls: dict[str, Any] = {"start": None, "rl": None}
-    if c.control_dis and rl.ddp.world == 1 and not run.stop_requested and init is not None:
-        for source in controls:
-            if c.control_data in (source, "both"):
-                passes = rl.state["train_forward_passes"]
-                controls[source] = dis_continued_control(init, passes, rl.data, rl.args, rl.device, source, rl_lr)
+    if background is not None:
+        if run.stop_requested:
+            background.stop()
+            return controls
+        return {**controls, **background.collect(rl.data, rl.device)}
+    if wants_controls(rl.args, rl.ddp, init) and not run.stop_requested:
+        for source in control_sources(rl.args):
+            passes = rl.state["train_forward_passes"]
+            controls[source] = dis_continued_control(init, passes, rl.data, rl.args, rl.device, source, rl_lr)
     return controls
 
 
@@ -222,8 +249,12 @@ def halt_curve_note(curve: list[dict[str, float]], after: dict[str, Any], best: 
     return f"\nno-RL threshold on the held-out puzzles: {points}\n{learned}{cheapest}"
 
 
-def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: float | None = None) -> dict[str, Any]:
-    """Measure after RL, run the controls, write ``metrics.json`` and print the before/after table (rank 0)."""
+def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: float | None = None,
+           self_training: SelfTraining | None = None, background: BackgroundControls | None = None) -> dict[str, Any]:
+    """Measure after RL, run the controls, write ``metrics.json`` and print the before/after table (rank 0).
+
+    ``self_training(args, init, passes, device, data)``: the self-training control (c2) that
+    ``--self-training`` asks for; the script that can run it passes it (``train/expert_iteration.py``)."""
     params = [p.detach().double().sum() for p in rl.policy.parameters()]
     checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
     if not run.lead:
@@ -239,17 +270,37 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
         "world_size": rl.ddp.world, "param_checksum_mean_over_ranks": float(checksum) / rl.ddp.world,
         "param_checksum_rank0": float(sum(params)), "interrupted": run.stop_requested,
     }
-    controls = run_controls(run, rl, init, rl_lr)
+    controls = run_controls(run, rl, init, rl_lr, background)
+    own = a.control.self_training and self_training is not None and init is not None and not run.stop_requested
+    controls["self"] = self_training(a, init, rl.state["train_forward_passes"], rl.device, rl.data) if own else None
     metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
-                           "dis_on_rl_data": controls["rl"]}
+                           "dis_on_rl_data": controls["rl"], "self_training": controls["self"]}
     curve = (rl.before.get("threshold") or {}).get("curve")
     if curve:
         metrics["controls"]["threshold_at_learned_solve_rate"] = threshold_at(curve, after["halting"]["solve_rate"])
+    if a.control.test_set and init is not None and not run.stop_requested:
+        metrics["test"] = test_rows(test_row_sources(rl, run, init, controls), a.control.test_set, a.control.test_size,
+                                    rl.device)
     run.write_metrics(metrics)
-    print(table(rl.before, after, controls["start"], controls["rl"]))
+    print(table(rl.before, after, controls["start"], controls["rl"], controls["self"]))
     if curve:
         print(halt_curve_note(curve, after["halting"], metrics["controls"]["threshold_at_learned_solve_rate"]))
+    if "test" in metrics:
+        print(test_table(metrics["test"]))
     return metrics
+
+
+CONTROL_ROWS = {"start": "c1: DIS on the start's labelled source", "self": "c2: self-training without search",
+                "rl": "c4: DIS on RL's puzzles, labelled"}
+
+
+def test_row_sources(rl: RLRun, run: RunFolder, init: Path, controls: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rows of the test table: the start, the RL run (its checkpoint just saved) and each control that ran."""
+    rows = {"start": {"checkpoint": str(init)},
+            "after RL": {"checkpoint": str(run.checkpoint_path), "seconds": rl.state["wall_seconds"],
+                         **{k: rl.state[k] for k in ("optimizer_steps", "train_forward_passes")}}}
+    rows.update({CONTROL_ROWS[k]: c for k, c in controls.items() if c is not None})
+    return rows
 
 
 def start_training(ck: dict[str, Any]) -> TrainConfig | None:
@@ -259,11 +310,12 @@ def start_training(ck: dict[str, Any]) -> TrainConfig | None:
     return configs_from_dict(ck["config"], ck.get("training"))[1]
 
 
-def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...], **run_kw: Any) -> dict[str, Any]:
+def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...], self_training: SelfTraining | None = None,
+          **run_kw: Any) -> dict[str, Any]:
     """Set up, start (resume, ``--init-from``, warm start or scratch), train, measure; returns rank 0's metrics.
 
     ``run_class(args, ddp, device, model, data, **run_kw)`` is the script's run; a ``--resume``
-    must keep the options ``fixed_on_resume``.
+    must keep the options ``fixed_on_resume``; ``self_training``: see :func:`finish`.
     """
     args.validate()
     ddp = init_distributed(args.device)
@@ -296,12 +348,19 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
         info = run_info(rl.cfg.to_dict(), args.seed, device)
         info.update({"args": flat(args), "init": source, "world_size": ddp.world, "data": data.source, "sets": data.record})
         run.write_run(info, resumed=resumed is not None)
+        background = None
+        if args.control.parallel_controls and wants_controls(args, ddp, init):
+            background = BackgroundControls(init, args.forward_passes, args, device, control_sources(args), rl.control_lr())
         try:
             train_loop(run, rl)
-        except Diverged as e:
+        except (Diverged, KeyboardInterrupt) as e:
+            if background is not None:
+                background.stop()
+            if isinstance(e, KeyboardInterrupt):
+                raise
             raise SystemExit(f"error: training diverged ({e}); stopped, {run.kept()}") from None
         run.save(rl.payload())
-        metrics = finish(run, rl, source, init, rl.control_lr())
+        metrics = finish(run, rl, source, init, rl.control_lr(), self_training, background)
     close(ddp)
     return metrics
 

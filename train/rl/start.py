@@ -1,8 +1,9 @@
 """Where an RL run starts, and the environment it trains in.
 
-With no ``--init-from`` a run first warms the policy with a short DIS run on its own
-training pool and held-out split (:func:`warm_start`); with ``--reward-mode verifier``
-never: a label-free run reads no solution, so it starts from scratch. A start that
+With no ``--init-from`` a run first warms the policy with a short DIS run with labels
+(:func:`warm_start`): on its own training pool and held-out split, or, with ``--reward-mode
+verifier``, on the generated ``--difficulty`` tier, never on RL's own puzzles, whose solutions
+a label-free run does not read; ``--warm-minutes 0`` with the verifier starts from scratch. A start that
 never trained its Q head gets a halting logit ``q = b + u c`` (``c`` the best digit's
 log-probability in the least sure cell, ``TRMConfig.halt_confidence``): with a pooled
 latent alone the halt head learned only "never halt" within a CPU budget.
@@ -28,13 +29,15 @@ from trm.model import TRM
 
 
 def warm_start(args: RLArgs, device: str, exclude: np.ndarray | None = None) -> Path:
-    """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split; returns its checkpoint.
+    """Train DIS for ``--warm-minutes`` on this run's training pool and held-out split (with the verifier: on
+    the generated ``--difficulty`` tier instead); returns its checkpoint.
 
     ``exclude``: grid hashes its pool must not hold (the RL run's held-out set)."""
+    labelled = args.puzzles if args.env.reward_mode == "solution" else ""  # a label-free run's puzzles are never read
     warm = Path(args.out) / "warm_dis"
     a = supervised.default_args(
         "dis", out=str(warm), seed=args.seed, device=device, minutes=args.start.warm_minutes, difficulty=args.difficulty,
-        pool_size=args.pool_size, eval_size=args.eval_size, eval_limit=args.start.warm_eval_size, puzzles=args.puzzles,
+        pool_size=args.pool_size, eval_size=args.eval_size, eval_limit=args.start.warm_eval_size, puzzles=labelled,
         overwrite=True,  # the warm start belongs to this fresh RL run: an older one in its folder is redone
     )
     if args.start.hidden:
@@ -75,14 +78,14 @@ def initial_model(args: RLArgs, ddp: Dist, device: str, exclude: np.ndarray | No
 
     ``exclude``: grid hashes a warm start must not train on (the run's held-out set).
 
-    ``--init-from``; else with the verifier a fresh model (no supervised warm start: a label-free
-    run reads no solution); else a DIS warm start that rank 0 trains and every rank then reads.
+    ``--init-from``; else with the verifier and ``--warm-minutes 0`` a fresh model; else a DIS warm
+    start (:func:`warm_start`) that rank 0 trains and every rank then reads.
     """
     start = args.start
     if start.init_from:
         model, source = load_init(start, Path(start.init_from))
         return model.to(device), source, Path(start.init_from)
-    if args.env.reward_mode == "verifier":
+    if args.env.reward_mode == "verifier" and not start.warm_minutes > 0:
         cfg = TRMConfig.dis(halt_confidence=not start.pooled_halt, **({"hidden": start.hidden} if start.hidden else {}))
         torch.manual_seed(args.seed)
         return TRM(cfg).to(device), "scratch (label-free: no supervised warm start)", None

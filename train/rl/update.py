@@ -32,7 +32,8 @@ from train.run_folder import Diverged, check_finite
 class UpdateSettings:
     """The objective and its optimisation over one rollout."""
 
-    objective: Literal["ppo", "pi", "group"] = "ppo"  # PPO, policy improvement, or group-relative PPO
+    objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group-relative PPO, or expert
+    # iteration with the verified search (train/expert_iteration.py's run; --expert-search, --replay-size, --replay-epochs)
     epochs: int = 2  # passes over each rollout
     minibatches: int = 4  # minibatches per epoch
     grad_clip: float = 1.0  # gradient-norm clip per minibatch (0: off)
