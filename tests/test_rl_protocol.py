@@ -114,6 +114,20 @@ def test_the_protocol_trains_every_arm_per_seed_on_equal_passes_and_tables_paire
     assert "add --resume" in capsys.readouterr().err
     again = protocol.main([*argv, "--resume"])  # finished arms are read back, not retrained
     assert again["runs"]["0"]["arms"] == p["runs"]["0"]["arms"]
+    rl_metrics = out / "seed1" / "rl_expert" / "metrics.json"  # as a stop (SIGTERM, Ctrl-C) leaves an arm
+    stopped = {**json.loads(rl_metrics.read_text()), "interrupted": True}
+    rl_metrics.write_text(json.dumps(stopped))
+    third = protocol.main([*argv, "--resume"])  # the stopped arm resumes from its checkpoint; it is not read back
+    assert json.loads(rl_metrics.read_text())["interrupted"] is False
+    assert third["runs"]["1"]["arms"]["rl_expert"]["train_forward_passes"] >= 1500
+
+
+def test_an_arm_counts_as_finished_only_when_it_ran_to_its_budget(tmp_path):
+    assert protocol.finished(tmp_path) is None  # never ran
+    (tmp_path / "metrics.json").write_text(json.dumps({"interrupted": True, "train_forward_passes": 10}))
+    assert protocol.finished(tmp_path) is None  # stopped early: resume or rerun it
+    (tmp_path / "metrics.json").write_text(json.dumps({"interrupted": False, "train_forward_passes": 10}))
+    assert protocol.finished(tmp_path)["train_forward_passes"] == 10
 
 
 def test_protocol_refuses_bad_settings_before_creating_anything(tmp_path, tiny_dis_checkpoint, capsys):

@@ -188,10 +188,20 @@ def arm_record(metrics: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
     return {**{k: metrics[k] for k in keys}, "checkpoint": str(checkpoint)}
 
 
+def finished(out: Path) -> dict[str, Any] | None:
+    """The metrics of an arm that ran to its budget; None when it has none or was interrupted (it then
+    resumes from its checkpoint, or reruns)."""
+    if not (out / "metrics.json").is_file():
+        return None
+    metrics = read_json(out / "metrics.json")
+    return None if metrics.get("interrupted") else metrics
+
+
 def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dict[str, Any]:
     """Train (or read back) an RL-script arm: ``k`` the search's K for expert iteration, None for the group family."""
-    if (out / "metrics.json").is_file():
-        return arm_record(read_json(out / "metrics.json"), out / "checkpoint.pt")
+    done = finished(out)
+    if done is not None:
+        return arm_record(done, out / "checkpoint.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
     if k is None:
         metrics = ppo_recursion.train(group_args(a, seed, out, passes))
@@ -204,8 +214,9 @@ def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dic
 
 def run_dis_arm(a: Args, seed: int, out: Path, passes: int, source: str) -> dict[str, Any]:
     """Train (or read back) a labelled DIS control of seed ``seed``: ``source`` "start" (c1) or "rl" (c4)."""
-    if (out / "metrics.json").is_file():
-        return arm_record(read_json(out / "metrics.json"), out / "checkpoint.pt")
+    done = finished(out)
+    if done is not None:
+        return arm_record(done, out / "checkpoint.pt")
     rl_like = expert_args(a, seed, out.parent, passes, a.expert_search)
     da = dis_control_args(Path(a.start), load_checkpoint(a.start), passes, rl_like, a.device, source, a.lr)
     da.out = str(out)
