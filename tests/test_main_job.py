@@ -71,6 +71,8 @@ def test_the_main_job_defaults_are_label_free_expert_iteration_on_17_clue_puzzle
     (["--parallel-controls", "--forward-passes", "0"], "--parallel-controls trains the controls for --forward-passes"),
     (["--expert-search", "3"], "--expert-search 3 must be a positive divisor of --num-envs 128"),
     (["--expert-search", "0"], "--objective expert searches"),
+    (["--init-from", "", "--puzzles", ""], "would warm up with labels on its own pool"),  # RL on generated puzzles
+    (["--updates", "3"], "stop RL on it, not on --updates"),
 ])
 def test_bad_main_job_settings_stop_with_one_line_and_no_folder(tmp_path, argv, message):
     r = subprocess.run([sys.executable, str(ROOT / "train/ppo_recursion.py"), *argv, "--out", "run"], cwd=tmp_path,

@@ -118,8 +118,9 @@ def test_the_protocol_trains_every_arm_per_seed_on_equal_passes_and_tables_paire
     stopped = {**json.loads(rl_metrics.read_text()), "interrupted": True}
     rl_metrics.write_text(json.dumps(stopped))
     third = protocol.main([*argv, "--resume"])  # the stopped arm resumes from its checkpoint; it is not read back
-    assert json.loads(rl_metrics.read_text())["interrupted"] is False
-    assert third["runs"]["1"]["arms"]["rl_expert"]["train_forward_passes"] >= 1500
+    assert json.loads(rl_metrics.read_text())["interrupted"] is False and "resumes" in json.loads(
+        (out / "seed1" / "rl_expert" / "run.json").read_text())
+    assert third["runs"]["0"]["arms"] == p["runs"]["0"]["arms"]
 
 
 def test_an_arm_counts_as_finished_only_when_it_ran_to_its_budget(tmp_path):

@@ -46,7 +46,7 @@ from train.deep_supervision import make_optimizer, train_batch
 from train.distributed import Dist
 from train.held_out import Split
 from train.rl import loop
-from train.rl.common import ControlSettings, EnvSettings, RLArgs, StartSettings
+from train.rl.common import ControlSettings, EnvSettings, RLArgs
 from train.rl.controls import measure
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
@@ -214,21 +214,23 @@ def self_training_args(args: RLArgs, init: Path, passes: int, device: str) -> Ar
         out=str(Path(args.out) / "self_training"), seed=args.seed, device=device, difficulty=args.difficulty,
         puzzles=args.puzzles, pool_size=args.pool_size, eval_size=args.eval_size, lr=args.lr, ema_decay=args.ema_decay,
         minutes=24 * 60.0, forward_passes=max(1, passes), overwrite=True,  # the budget is passes; the clock guards a runaway
-        env=replace(args.env, reward_mode="verifier"), start=StartSettings(init_from=str(init)), policy=args.policy,
+        env=replace(args.env, reward_mode="verifier"), start=replace(args.start, init_from=str(init)), policy=args.policy,
         control=ControlSettings(control_dis=False), expert=expert,
     )
 
 
-def self_training_control(args: RLArgs, init: Path, passes: int, device: str, data: Split) -> dict[str, Any]:
+def self_training_control(args: RLArgs, init: Path, passes: int, device: str, data: Split) -> dict[str, Any] | None:
     """Run :func:`self_training_args` and measure its greedy model (every step) on the RL run's held-out ``data``.
 
     Returns the measurement with the run's ``seconds``, ``optimizer_steps``, ``train_forward_passes``
-    and ``checkpoint`` (the row ``train/rl/loop.py`` prints)."""
+    and ``checkpoint`` (the row ``train/rl/loop.py`` prints); None when it was stopped before its budget."""
     a = self_training_args(args, init, passes, device)
     print(f"control: self-training without search for {passes:,} training forward passes -> {a.out}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):  # its own table stays in its folder
         res = train(a)
+    if res.get("interrupted"):  # stopped (the stop reaches the RL run too): no row
+        return None
     path = Path(a.out) / "checkpoint.pt"
     model, _ = load_model(path)
     m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)

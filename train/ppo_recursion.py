@@ -85,7 +85,7 @@ MAIN_JOB_PASSES = 300_000  # the main job's RL budget in training forward passes
 
 @dataclass
 class Args(RLArgs):
-    minutes: float = 8.0  # RL wall-clock budget (the main job stops on --forward-passes first)
+    minutes: float = 30.0  # RL wall-clock budget: a guard (the main job stops on --forward-passes)
     forward_passes: int = MAIN_JOB_PASSES  # stop once the training forward passes (counted by the model) reach this (0: no limit)
     puzzles: str = "sudoku17"  # puzzle file or real collection; with --reward-mode verifier its solutions are never read by RL
     lr: float = 1e-4  # learning rate of the network

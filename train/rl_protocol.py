@@ -63,6 +63,7 @@ from train.run_folder import (
     check_seed,
     read_json,
     run_info,
+    same_start,
 )
 from train.search_curve import search_point
 from train.stats import seed_interval
@@ -139,6 +140,10 @@ class Args:
         held += [p.name for p in Path(self.out).glob("protocol_*.json")]
         if held and not self.resume:
             raise ValueError(f"--out {self.out} holds a protocol ({', '.join(held)}): add --resume to continue it")
+        for record in sorted(Path(self.out).glob("seed*/*/run.json")):  # a resume keeps the start every arm began from
+            began = read_json(record).get("args", {}).get("init_from", "")
+            if began and not same_start(began, self.start):
+                raise ValueError(f"--start {self.start}: the protocol in {self.out} started from {began} ({record})")
         check_device(self.device)
 
     def family_list(self) -> list[str]:
@@ -188,18 +193,18 @@ def arm_record(metrics: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
     return {**{k: metrics[k] for k in keys}, "checkpoint": str(checkpoint)}
 
 
-def finished(out: Path) -> dict[str, Any] | None:
-    """The metrics of an arm that ran to its budget; None when it has none or was interrupted (it then
-    resumes from its checkpoint, or reruns)."""
+def finished(out: Path, passes: int = 0) -> dict[str, Any] | None:
+    """The metrics of an arm that ran to its budget of ``passes`` training forward passes; None when it has
+    none, was interrupted or trained for fewer (it then resumes from its checkpoint, or reruns)."""
     if not (out / "metrics.json").is_file():
         return None
     metrics = read_json(out / "metrics.json")
-    return None if metrics.get("interrupted") else metrics
+    return None if metrics.get("interrupted") or metrics["train_forward_passes"] < passes else metrics
 
 
 def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dict[str, Any]:
     """Train (or read back) an RL-script arm: ``k`` the search's K for expert iteration, None for the group family."""
-    done = finished(out)
+    done = finished(out, passes)
     if done is not None:
         return arm_record(done, out / "checkpoint.pt")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +219,7 @@ def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dic
 
 def run_dis_arm(a: Args, seed: int, out: Path, passes: int, source: str) -> dict[str, Any]:
     """Train (or read back) a labelled DIS control of seed ``seed``: ``source`` "start" (c1) or "rl" (c4)."""
-    done = finished(out)
+    done = finished(out, passes)
     if done is not None:
         return arm_record(done, out / "checkpoint.pt")
     rl_like = expert_args(a, seed, out.parent, passes, a.expert_search)

@@ -1,4 +1,4 @@
-"""Starting checkpoints shipped with the package, named ``shipped:NAME`` where a run takes ``--init-from``.
+"""Starting checkpoints shipped with the package: ``shipped:NAME`` for an RL script's ``--init-from`` or ``--start``.
 
 The main job (``train/ppo_recursion.py``) runs RL without labels on real 17-clue puzzles. A
 label-free run learns only from answers the rules verify, so its start must already solve

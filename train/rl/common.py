@@ -131,6 +131,11 @@ class RLArgs(RunArgs):
         if not (self.ema_decay == -1.0 or 0 <= self.ema_decay < 1):
             raise ValueError(f"--ema-decay must be -1 (automatic) or lie in [0, 1), got {self.ema_decay}")
         self.start.check(self.env.reward_mode)
+        if self.env.reward_mode == "verifier" and not self.start.init_from and self.start.warm_minutes > 0 and not self.puzzles:
+            raise ValueError("a label-free run on generated puzzles would warm up with labels on its own pool: give "
+                             "--init-from, --puzzles or --warm-minutes 0 (scratch)")
+        if self.control.parallel_controls and self.updates:
+            raise ValueError("--parallel-controls trains the controls for --forward-passes: stop RL on it, not on --updates")
 
 
 def flat(args: Any) -> dict[str, Any]:

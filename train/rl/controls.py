@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -220,11 +222,15 @@ def control_row(a: supervised.Args, res: dict[str, Any], data: Split, device: st
 
 
 def _train_quietly(a: supervised.Args, threads: int) -> None:
-    """A background control's process: ``threads`` torch threads, its output in ``OUT/log.txt``."""
+    """A background control's process: ``threads`` torch threads, its output (and any traceback) in ``OUT/log.txt``."""
     torch.set_num_threads(threads)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        supervised.train(a)
+        try:
+            supervised.train(a)
+        except BaseException:
+            traceback.print_exc(file=log)
+            raise SystemExit(1) from None
 
 
 class BackgroundControls:
@@ -240,8 +246,9 @@ class BackgroundControls:
                  rl_lr: float | None) -> None:
         runs = [(s, control_run_args(init_path, passes, args, device, s, rl_lr)) for s in sources]
         self.runs = [(s, a) for s, a in runs if a is not None]
+        self.passes = passes
         self.threads = torch.get_num_threads()
-        share = max(1, self.threads // 2)
+        share = max(1, self.threads // (len(self.runs) + 1))  # RL and each control get an equal share of the cores
         ctx = mp.get_context("spawn")
         self.procs = []
         for source, a in self.runs:
@@ -250,22 +257,35 @@ class BackgroundControls:
             proc = ctx.Process(target=_train_quietly, args=(a, share), daemon=True)
             proc.start()
             self.procs.append(proc)
-        torch.set_num_threads(share)
+        if self.procs:
+            torch.set_num_threads(share)
 
-    def collect(self, data: Split, device: str) -> dict[str, dict[str, Any] | None]:
-        """Wait for every control, restore the threads, and measure each on RL's held-out ``data``."""
+    def check(self) -> None:
+        """Stop the run (``SystemExit`` naming the log) as soon as a control has failed, not after RL."""
+        for (_, a), proc in zip(self.runs, self.procs, strict=True):
+            if proc.exitcode not in (None, 0):
+                self.stop()
+                raise SystemExit(f"error: the background control in {a.out} failed (exit {proc.exitcode}); see {a.out}/log.txt")
+
+    def collect(self, data: Split, device: str, stopped: Callable[[], bool]) -> dict[str, dict[str, Any] | None]:
+        """Wait for every control (stopping them if ``stopped()`` turns true), restore the threads, and measure each
+        on RL's held-out ``data``. A control that did not reach its budget gives no row (None)."""
         out: dict[str, dict[str, Any] | None] = {}
         for (source, a), proc in zip(self.runs, self.procs, strict=True):
-            proc.join()
-            metrics = Path(a.out) / "metrics.json"
-            if proc.exitcode != 0 or not metrics.is_file():
-                raise RuntimeError(f"the background control in {a.out} failed (exit {proc.exitcode}); see {a.out}/log.txt")
-            out[source] = control_row(a, json.loads(metrics.read_text()), data, device, source)
+            while proc.is_alive() and not stopped():
+                proc.join(timeout=1.0)
+            if stopped():
+                self.stop()
+                return {}
+            self.check()
+            res = json.loads((Path(a.out) / "metrics.json").read_text())
+            full = not res.get("interrupted") and res["train_forward_passes"] >= self.passes
+            out[source] = control_row(a, res, data, device, source) if full else None
         torch.set_num_threads(self.threads)
         return out
 
     def stop(self) -> None:
-        """Stop every control still running (the RL run was interrupted)."""
+        """Stop every control still running (the run ended early, or a control failed); safe to call twice."""
         for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()

@@ -50,7 +50,7 @@ from trm.model import TRM
 
 EVAL_POINT_PUZZLES = 64
 # the self-training control (c2): (args, start checkpoint, training forward passes, device, data) -> its row
-SelfTraining = Callable[[RLArgs, Path, int, str, Split], dict[str, Any]]
+SelfTraining = Callable[[RLArgs, Path, int, str, Split], dict[str, Any] | None]
 
 
 class RLRun:
@@ -179,13 +179,16 @@ def progress_line(u: int, stats: dict[str, float], seconds: float) -> str:
     )
 
 
-def train_loop(run: RunFolder, rl: RLRun) -> None:
-    """Updates until the budget, ``--updates`` or a stop signal; checkpoints on the cadence."""
+def train_loop(run: RunFolder, rl: RLRun, background: BackgroundControls | None = None) -> None:
+    """Updates until the budget, ``--updates`` or a stop signal; checkpoints on the cadence; stops at once
+    if a control training in the ``background`` failed."""
     args = rl.args
     budget = Budget(args.minutes, args.updates or None, rl.state["wall_seconds"], args.forward_passes)
     cadence = Cadence(args.checkpoint_every)
     while not all_stop(rl.ddp, budget.exhausted(rl.state["update"], rl.state["train_forward_passes"]) or run.stop_requested,
                        rl.device):
+        if background is not None:
+            background.check()
         stats = rl.iteration()
         rl.state["wall_seconds"] = budget.elapsed()
         u = rl.state["update"]
@@ -232,7 +235,7 @@ def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | No
         if run.stop_requested:
             background.stop()
             return controls
-        return {**controls, **background.collect(rl.data, rl.device)}
+        return {**controls, **background.collect(rl.data, rl.device, lambda: run.stop_requested)}
     if wants_controls(rl.args, rl.ddp, init) and not run.stop_requested:
         for source in control_sources(rl.args):
             passes = rl.state["train_forward_passes"]
@@ -254,7 +257,7 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
     """Measure after RL, run the controls, write ``metrics.json`` and print the before/after table (rank 0).
 
     ``self_training(args, init, passes, device, data)``: the self-training control (c2) that
-    ``--self-training`` asks for; the script that can run it passes it (``train/expert_iteration.py``)."""
+    ``--self-training`` asks for (both RL scripts pass ``train/expert_iteration.py``'s)."""
     params = [p.detach().double().sum() for p in rl.policy.parameters()]
     checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
     if not run.lead:
@@ -278,9 +281,15 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
     curve = (rl.before.get("threshold") or {}).get("curve")
     if curve:
         metrics["controls"]["threshold_at_learned_solve_rate"] = threshold_at(curve, after["halting"]["solve_rate"])
+    if background is not None and rl.state["train_forward_passes"] < a.forward_passes:
+        # RL stopped before its budget (the clock, --updates): c1 trained for more passes than RL did
+        metrics["controls"]["background_passes_above_rl"] = a.forward_passes - rl.state["train_forward_passes"]
+        print(f"note: RL stopped {metrics['controls']['background_passes_above_rl']:,} passes before --forward-passes; "
+              "the background controls trained for the full budget", flush=True)
     if a.control.test_set and init is not None and not run.stop_requested:
         metrics["test"] = test_rows(test_row_sources(rl, run, init, controls), a.control.test_set, a.control.test_size,
                                     rl.device)
+    metrics["interrupted"] = run.stop_requested  # a stop during the controls or the test table counts too
     run.write_metrics(metrics)
     print(table(rl.before, after, controls["start"], controls["rl"], controls["self"]))
     if curve:
@@ -330,7 +339,8 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
                      need_solutions=args.env.reward_mode == "solution", eval_labels=True)
         if resumed is not None:
             model, source = TRM(TRMConfig.from_dict(resumed["config"])).to(device), f"resumed {run.checkpoint_path}"
-            init = Path(args.start.init_from) if args.start.init_from else None
+            warm = Path(args.out) / "warm_dis" / "checkpoint.pt"
+            init = Path(args.start.init_from) if args.start.init_from else (warm if warm.is_file() else None)
             training = start_training(resumed)
             start_ck = resumed
         else:
@@ -352,15 +362,14 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
         if args.control.parallel_controls and wants_controls(args, ddp, init):
             background = BackgroundControls(init, args.forward_passes, args, device, control_sources(args), rl.control_lr())
         try:
-            train_loop(run, rl)
-        except (Diverged, KeyboardInterrupt) as e:
-            if background is not None:
-                background.stop()
-            if isinstance(e, KeyboardInterrupt):
-                raise
+            train_loop(run, rl, background)
+            run.save(rl.payload())
+            metrics = finish(run, rl, source, init, rl.control_lr(), self_training, background)
+        except Diverged as e:
             raise SystemExit(f"error: training diverged ({e}); stopped, {run.kept()}") from None
-        run.save(rl.payload())
-        metrics = finish(run, rl, source, init, rl.control_lr(), self_training, background)
+        finally:
+            if background is not None:
+                background.stop()  # nothing left running, whatever ended the run
     close(ddp)
     return metrics
 

@@ -33,7 +33,7 @@ class UpdateSettings:
     """The objective and its optimisation over one rollout."""
 
     objective: Literal["ppo", "pi", "group", "expert"] = "ppo"  # PPO, policy improvement, group-relative PPO, or expert
-    # iteration with the verified search (train/expert_iteration.py's run; --expert-search, --replay-size, --replay-epochs)
+    # iteration with the verified search (train/expert_iteration.py's run; --expert-search, --replay-size, --replay-batches)
     epochs: int = 2  # passes over each rollout
     minibatches: int = 4  # minibatches per epoch
     grad_clip: float = 1.0  # gradient-norm clip per minibatch (0: off)
