@@ -143,7 +143,7 @@ def table(before: dict, after: dict, *controls: dict | None) -> str:
         if "threshold" in res:
             lines.append(table_row(f"{when}, greedy, confidence > {res['threshold']['threshold']} (no RL)", res["threshold"]))
         lines.append(table_row(f"{when}, sampled policy", res["sampled"]))
-    what = {"rl": "DIS on RL's puzzles, labelled,", "start": "DIS on its own data", "self": "self-training without search"}
+    what = {"rl": "DIS on RL's puzzles, labelled", "start": "DIS on its own data", "self": "self-training without search"}
     for control in (c for c in controls if c is not None):
         passes = f"{control['train_forward_passes']:,} passes" if "train_forward_passes" in control else ""
         label = f"{what[control.get('data', 'start')]} instead of RL ({passes}, {control['seconds'] / 60:.1f} min), all steps"
