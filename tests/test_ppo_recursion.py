@@ -34,7 +34,7 @@ from trm.model import TRM
 
 def ppo_update(policy, opt, buf, argv, ddp, generator, rows=None):
     """One PPO update of ``buf`` under the settings the command line ``argv`` gives."""
-    a = ppo.parse_args(argv)
+    a = ppo.parse_args(argv if "--objective" in argv else ["--objective", "ppo", *argv])  # the update of a PPO objective
     adv = advantages(buf, a.advantage, ddp, a.env.group_size if a.update.grouped else 0)
     return ppo.update(policy, opt, buf, adv, a.update, a.policy, ddp, generator, rows)
 
