@@ -34,7 +34,8 @@ from trm.model import TRM
 
 def ppo_update(policy, opt, buf, argv, ddp, generator, rows=None):
     """One PPO update of ``buf`` under the settings the command line ``argv`` gives."""
-    a = ppo.parse_args(argv if "--objective" in argv else ["--objective", "ppo", *argv])  # the update of a PPO objective
+    pins = ["--puzzles", "", "--reward-mode", "solution", "--init-from", "", "--test-set", ""]  # not the main job's data
+    a = ppo.parse_args([*pins, *(argv if "--objective" in argv else ["--objective", "ppo", *argv])])
     adv = advantages(buf, a.advantage, ddp, a.env.group_size if a.update.grouped else 0)
     return ppo.update(policy, opt, buf, adv, a.update, a.policy, ddp, generator, rows)
 
