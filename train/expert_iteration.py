@@ -47,10 +47,9 @@ from train.distributed import Dist
 from train.held_out import Split
 from train.rl import loop
 from train.rl.common import ControlSettings, EnvSettings, RLArgs
-from train.rl.controls import measure
+from train.rl.controls import control_row
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
-from trm.checkpoint import load_model
 from trm.config import TrainConfig
 from trm.model import TRM
 
@@ -231,11 +230,7 @@ def self_training_control(args: RLArgs, init: Path, passes: int, device: str, da
         res = train(a)
     if res.get("interrupted"):  # stopped (the stop reaches the RL run too): no row
         return None
-    path = Path(a.out) / "checkpoint.pt"
-    model, _ = load_model(path)
-    m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
-    counts = {k: res[k] for k in ("optimizer_steps", "train_forward_passes")}
-    return {**m, "seconds": res["wall_seconds"], **counts, "data": "self", "checkpoint": str(path)}
+    return control_row(a.out, res, data, device, "self")
 
 
 def train(args: Args) -> dict[str, Any]:

@@ -199,7 +199,7 @@ def dis_continued_control(
     if a is None:
         return None
     print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes -> {a.out}", flush=True)
-    return control_row(a, supervised.train(a), data, device, source)
+    return control_row(a.out, supervised.train(a), data, device, source)
 
 
 def control_run_args(init_path: Path, passes: int, args: RLArgs, device: str, source: str,
@@ -213,12 +213,14 @@ def control_run_args(init_path: Path, passes: int, args: RLArgs, device: str, so
     return dis_control_args(init_path, ck, passes, args, device, source, rl_lr)
 
 
-def control_row(a: supervised.Args, res: dict[str, Any], data: Split, device: str, source: str) -> dict[str, Any]:
-    """A finished DIS control run ``a`` (its metrics ``res``) measured on RL's held-out ``data``, every step."""
-    model, _ = load_model(Path(a.out) / "checkpoint.pt", "dis")
+def control_row(out: str | Path, res: dict[str, Any], data: Split, device: str, source: str) -> dict[str, Any]:
+    """A finished control run in folder ``out`` (its metrics ``res``) measured on RL's held-out ``data``, every
+    step (its greedy weights), with its ``seconds``, counters, ``data`` (``source``) and ``checkpoint``."""
+    path = Path(out) / "checkpoint.pt"
+    model, _ = load_model(path)
     m = measure(model.to(device), data.eval_puzzles, data.eval_solutions, device, False)
     counts = {k: res[k] for k in ("optimizer_steps", "train_forward_passes")}
-    return {**m, "seconds": res["wall_seconds"], **counts, "data": source, "checkpoint": str(Path(a.out) / "checkpoint.pt")}
+    return {**m, "seconds": res["wall_seconds"], **counts, "data": source, "checkpoint": str(path)}
 
 
 def _train_quietly(a: supervised.Args, threads: int) -> None:
@@ -280,7 +282,7 @@ class BackgroundControls:
             self.check()
             res = json.loads((Path(a.out) / "metrics.json").read_text())
             full = not res.get("interrupted") and res["train_forward_passes"] >= self.passes
-            out[source] = control_row(a, res, data, device, source) if full else None
+            out[source] = control_row(a.out, res, data, device, source) if full else None
         torch.set_num_threads(self.threads)
         return out
 
