@@ -231,10 +231,7 @@ def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | No
     """The DIS control rows ``--control-data`` asks for: collected from ``background`` when they trained beside
     RL (``--parallel-controls``), else trained now for the passes RL spent."""
     controls: dict[str, Any] = {"start": None, "rl": None}
-    if background is not None:
-        if run.stop_requested:
-            background.stop()
-            return controls
+    if background is not None:  # collect stops them itself when the run is stopped
         return {**controls, **background.collect(rl.data, rl.device, lambda: run.stop_requested)}
     if wants_controls(rl.args, rl.ddp, init) and not run.stop_requested:
         for source in control_sources(rl.args):
