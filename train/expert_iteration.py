@@ -55,7 +55,7 @@ from trm.model import TRM
 
 FIXED_ON_RESUME = ("seed", "difficulty", "puzzles", "pool_size", "eval_size", "reward_mode", "step_cost", "solve_bonus")
 FIXED_ON_RESUME += ("num_envs", "lr", "terminate_on_solve", "policy_dist", "temperature", "group_size", "replay_size")
-FIXED_ON_RESUME += ("verifier_cell_weight", "expert_search", "ema_decay", "init_from")
+FIXED_ON_RESUME += ("verifier_cell_weight", "expert_search", "ema_decay", "init_from", "greedy_first")
 
 
 @dataclass
@@ -65,6 +65,7 @@ class ExpertSettings:
     replay_size: int = 4096  # the most verified (puzzle, solution) pairs kept (oldest dropped)
     expert_search: int = 0  # K of a verified search labelling --num-envs / K puzzles a round (0: the rollout's episodes)
     replay_batches: int = 2  # DIS batches on the replay after each round
+    greedy_first: bool = False  # with --expert-search: decode --num-envs puzzles greedily first, search the failures
 
     def __post_init__(self) -> None:
         if self.replay_size < 1 or self.replay_batches < 1 or self.expert_search < 0:
@@ -76,6 +77,8 @@ class ExpertSettings:
         k, n = self.expert_search, env.num_envs
         if k and n % k:
             raise ValueError(f"--expert-search {k} must be a positive divisor of --num-envs {n}")
+        if self.greedy_first and k < 2:
+            raise ValueError(f"--greedy-first needs a search to hand the failures to (--expert-search >= 2), got {k}")
         if env.group_size < 2 or n % env.group_size:
             raise ValueError(f"--group-size must be at least 2 and divide --num-envs {n}, got {env.group_size}")
 
@@ -147,32 +150,47 @@ class ExpertRun(loop.RLRun):
         return stats
 
     def search_round(self) -> tuple[dict[str, float], int]:
-        """Label ``--num-envs / K`` training puzzles by verified search with the current model, then fit the replay.
+        """Label training puzzles by verified search with the current model, then fit the replay.
 
         The puzzles are drawn (``minibatch_generator``) from those of the pool no round has
-        solved yet (all of them once every one is solved). A pair joins the replay only if
+        solved yet (all of them once every one is solved): ``--num-envs / K`` of them, searched
+        at ``K``. With ``--greedy-first`` the round draws ``--num-envs`` puzzles, decodes each
+        greedily (``K = 1``, the self-training control's round) and searches at ``K`` the first
+        ``--num-envs / K`` that greedy decoding left unverified, so a round labels what greedy
+        decoding finds and what only the search finds. A pair joins the replay only if
         :func:`envs.rules.verified` passes it: the search reads no label. Returns the
-        statistics and the env steps the search took (every trajectory of a puzzle
-        counted once per step, as the runner counts a puzzle's steps).
+        statistics and the env steps the round took (every trajectory of a puzzle counted
+        once per step, as the runner counts a puzzle's steps).
         """
-        k, pool = self.args.expert.expert_search, self.data.train.puzzles
+        k, pool, n = self.args.expert.expert_search, self.data.train.puzzles, self.args.env.num_envs
         todo = np.flatnonzero(~self.pool_solved) if not self.pool_solved.all() else np.arange(len(pool))
-        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: self.args.env.num_envs // k].numpy()]
+        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: n if self.args.expert.greedy_first else n // k].numpy()]
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
-        agent = SearchAgent(self.greedy_model(), k=k, temperature=self.args.policy.temperature, seed=seed)
-        chosen = pool[pick]
-        res = run_episodes(agent, chosen, None, device=self.device, max_steps=self.cfg.n_sup)
+        found, steps, puzzle_steps, passes = [], 0, 0, []
+        stages = [(1, pick), (k, None)] if self.args.expert.greedy_first else [(k, pick)]
+        for kk, chosen_idx in stages:
+            if chosen_idx is None:  # the failures of the greedy stage, at most --num-envs / K of them
+                chosen_idx = pick[~self.pool_solved[pick]][: n // k]
+            if not len(chosen_idx):
+                continue
+            agent = SearchAgent(self.greedy_model(), k=kk, temperature=self.args.policy.temperature, seed=seed)
+            res = run_episodes(agent, pool[chosen_idx], None, device=self.device, max_steps=self.cfg.n_sup)
+            puzzles = torch.as_tensor(pool[chosen_idx], dtype=torch.long, device=self.device)
+            answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
+            ok = verified(puzzles, answers)
+            self.pool_solved[chosen_idx[ok.cpu().numpy()]] = True
+            found.append(torch.stack([puzzles, answers], 1)[ok])
+            steps += int(res["steps"].sum()) * kk
+            puzzle_steps += int(res["steps"].sum())
+            passes.append(res["forward_passes"])
         self.policy.trm.train()
-        puzzles = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
-        answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
-        ok = verified(puzzles, answers)
-        self.pool_solved[pick[ok.cpu().numpy()]] = True
-        stats = self.fit_replay(torch.stack([puzzles, answers], 1)[ok])
-        rate = float(ok.float().mean())
-        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": float(res["steps"].mean()),
+        new = torch.cat(found)
+        stats = self.fit_replay(new)
+        rate = len(new) / len(pick)
+        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": puzzle_steps / len(pick),
                       "pool_solved": float(self.pool_solved.mean()),
-                      "search_passes_per_puzzle": float(res["forward_passes"].mean())})
-        return stats, int(res["steps"].sum()) * k
+                      "search_passes_per_puzzle": float(np.concatenate(passes).sum() / len(pick))})
+        return stats, steps
 
     def fit_replay(self, found: torch.Tensor) -> dict[str, float]:
         """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--replay-batches`` DIS batches from it.
@@ -208,7 +226,7 @@ def self_training_args(args: RLArgs, init: Path, passes: int, device: str) -> Ar
     forward passes (counted by the model); only the expert differs: greedy decoding (``K = 1``),
     so only the greedy answers the rules verify join the replay. It reads no label.
     """
-    expert = replace(getattr(args, "expert", None) or ExpertSettings(), expert_search=1)
+    expert = replace(getattr(args, "expert", None) or ExpertSettings(), expert_search=1, greedy_first=False)
     return Args(
         out=str(Path(args.out) / "self_training"), seed=args.seed, device=device, difficulty=args.difficulty,
         puzzles=args.puzzles, pool_size=args.pool_size, eval_size=args.eval_size, lr=args.lr, ema_decay=args.ema_decay,

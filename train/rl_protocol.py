@@ -7,7 +7,9 @@ training seed ``s`` in ``--seeds`` the protocol trains, each arm in its own run 
 * one RL arm per family of ``--families``, RL without labels on the training part of
   ``--puzzles`` (rewards from the rules alone) for ``--forward-passes`` training forward passes
   (counted by the model, the search's included): ``rl_expert``, expert iteration with the
-  verified search at ``K = --expert-search`` (``train/expert_iteration.py``); ``rl_group``, the
+  verified search at ``K = --expert-search`` (``train/expert_iteration.py``); ``rl_hybrid``, the
+  same with ``--greedy-first`` (each round decodes ``--num-envs`` puzzles greedily, as c2 does,
+  and searches at ``K`` only those greedy decoding left unverified); ``rl_group``, the
   group objective over ``--group-size`` symmetric views of each puzzle, each cell with its own
   clipped ratio and the episode's shared advantage, solve bonus included
   (``train/ppo_recursion.py --objective group --credit shared``);
@@ -70,7 +72,7 @@ from train.stats import seed_interval
 from trm import starts
 from trm.checkpoint import load_checkpoint, load_model
 
-RL_ARMS = {"expert": "rl_expert", "group": "rl_group"}  # family -> arm
+RL_ARMS = {"expert": "rl_expert", "hybrid": "rl_hybrid", "group": "rl_group"}  # family -> arm
 CONTROLS = ("c1_dis_source", "c2_self_training", "c4_dis_labelled")
 TEST_PARTS = ("sudoku17:test", "top1465:test")
 CLOCK_GUARD_MINUTES = 24 * 60.0  # budgets are forward passes; the clock only stops a runaway
@@ -81,7 +83,7 @@ class Args:
     start: str = "shipped:dis_medium"  # DIS checkpoint (labels on generated tiers only) every arm starts from, or shipped:NAME
     out: str = "runs/rl_protocol"  # folder: seed<s>/<arm>/ run folders, protocol_<part>.json, table_<part>.md
     seeds: str = "0,1,2"  # training seeds, comma-separated: every arm of seed s trains with --seed s
-    families: str = "expert"  # RL arms, comma-separated: expert (expert iteration with search), group (group objective)
+    families: str = "expert"  # RL arms, comma-separated: expert (search), hybrid (greedy, then search), group
     puzzles: str = "sudoku17"  # the collection RL trains on without labels (its training part)
     val_size: int = 256  # the RL runs' validation slice (the last lines of the training part)
     forward_passes: int = 2_000_000  # RL's training forward passes per seed; each control gets what its RL arm spent
@@ -173,10 +175,12 @@ def rl_common(a: Args, seed: int, out: Path, passes: int) -> dict[str, Any]:
     }
 
 
-def expert_args(a: Args, seed: int, out: Path, passes: int, k: int) -> expert_iteration.Args:
-    """Expert iteration without labels: the verified search at ``k`` (``k = 1``: greedy answers only, c2)."""
+def expert_args(a: Args, seed: int, out: Path, passes: int, k: int, greedy_first: bool = False) -> expert_iteration.Args:
+    """Expert iteration without labels: the verified search at ``k`` (``k = 1``: greedy answers only, c2), after a
+    greedy sweep of ``--num-envs`` puzzles when ``greedy_first``."""
     env = EnvSettings(num_envs=a.num_envs, reward_mode="verifier", group_size=a.group_size)
-    expert = expert_iteration.ExpertSettings(replay_size=a.replay_size, expert_search=k, replay_batches=a.replay_batches)
+    expert = expert_iteration.ExpertSettings(replay_size=a.replay_size, expert_search=k, replay_batches=a.replay_batches,
+                                             greedy_first=greedy_first)
     return expert_iteration.Args(**rl_common(a, seed, out, passes), env=env, expert=expert)
 
 
@@ -202,8 +206,9 @@ def finished(out: Path, passes: int = 0) -> dict[str, Any] | None:
     return None if metrics.get("interrupted") or metrics["train_forward_passes"] < passes else metrics
 
 
-def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dict[str, Any]:
-    """Train (or read back) an RL-script arm: ``k`` the search's K for expert iteration, None for the group family."""
+def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None, greedy_first: bool = False) -> dict[str, Any]:
+    """Train (or read back) an RL-script arm: ``k`` the search's K for expert iteration (after a greedy sweep when
+    ``greedy_first``), None for the group family."""
     done = finished(out, passes)
     if done is not None:
         return arm_record(done, out / "checkpoint.pt")
@@ -211,7 +216,7 @@ def run_rl_arm(a: Args, seed: int, out: Path, passes: int, k: int | None) -> dic
     if k is None:
         metrics = ppo_recursion.train(group_args(a, seed, out, passes))
     else:
-        metrics = expert_iteration.train(expert_args(a, seed, out, passes, k))
+        metrics = expert_iteration.train(expert_args(a, seed, out, passes, k, greedy_first))
     if metrics.get("interrupted"):
         raise KeyboardInterrupt
     return arm_record(metrics, out / "checkpoint.pt")
@@ -237,7 +242,8 @@ def train_seed(a: Args, seed: int) -> dict[str, dict[str, Any]]:
     arms = {}
     for family in a.family_list():
         name = RL_ARMS[family]
-        arms[name] = run_rl_arm(a, seed, root / name, a.forward_passes, a.expert_search if family == "expert" else None)
+        k = None if family == "group" else a.expert_search
+        arms[name] = run_rl_arm(a, seed, root / name, a.forward_passes, k, family == "hybrid")
     spent = max(r["train_forward_passes"] for r in arms.values())
     arms["c1_dis_source"] = run_dis_arm(a, seed, root / "c1_dis_source", spent, "start")
     arms["c2_self_training"] = run_rl_arm(a, seed, root / "c2_self_training", spent, 1)
