@@ -93,6 +93,23 @@ def test_self_training_control_is_like_for_like_with_the_rl_run(tmp_path):
     assert Path(st.out) == tmp_path / "rl" / "self_training" and not st.control.self_training
 
 
+@pytest.mark.slow
+def test_without_parallel_controls_self_training_trains_after_rl_for_the_passes_rl_spent(tmp_path, tiny_dis_checkpoint,
+                                                                                         capsys):
+    out = tmp_path / "rl"
+    m = expert.main(["--out", str(out), "--init-from", tiny_dis_checkpoint, "--puzzles", "", "--reward-mode", "verifier",
+                     "--updates", "2", "--num-envs", "8", "--expert-search", "4", "--pool-size", "32", "--eval-size", "8",
+                     "--checkpoint-every", "0", "--self-training", "--no-parallel-controls", "--no-control-dis",
+                     "--test-set", ""])
+    c2 = m["controls"]["self_training"]
+    assert m["controls"]["dis_continued"] is None and c2["data"] == "self"
+    assert c2["train_forward_passes"] >= m["train_forward_passes"] > 0  # RL's spent passes, counted by c2's model
+    assert load_checkpoint(c2["checkpoint"])["args"]["expert_search"] == 1 and (out / "self_training" / "log.txt").is_file()
+    printed = capsys.readouterr().out
+    assert f"control: self-training without search for {m['train_forward_passes']:,} training forward passes" in printed
+    assert "in the background" not in printed
+
+
 def test_a_verifier_run_warms_up_with_labels_on_generated_puzzles_never_its_own(tmp_path, monkeypatch):
     seen = {}
 
@@ -123,8 +140,7 @@ def test_the_main_job_trains_rl_and_both_controls_for_the_same_passes_and_report
     assert rows["start"]["train_forward_passes"] == 0 and rows["start"]["checkpoint"] == starts.resolve("shipped:dis_medium")
     for name in ("after RL", c1, c2):  # every arm trained at least the budget, counted by its model
         assert rows[name]["train_forward_passes"] >= 8000 and rows[name]["forward_passes_per_puzzle"] == 18.0
-    assert rows[c2]["train_forward_passes"] >= rows["after RL"]["train_forward_passes"]  # c2 gets what RL spent
-    assert (out / "dis_continued" / "log.txt").is_file()  # c1 trained in the background process
+    assert (out / "dis_continued" / "log.txt").is_file() and (out / "self_training" / "log.txt").is_file()
     assert load_checkpoint(out / "dis_continued" / "checkpoint.pt")["args"]["difficulty"] == "medium"  # labelled source
     assert load_checkpoint(out / "self_training" / "checkpoint.pt")["args"]["expert_search"] == 1
     assert load_checkpoint(out / "checkpoint.pt", kind="expert_iteration")["args"]["reward_mode"] == "verifier"
@@ -132,3 +148,5 @@ def test_the_main_job_trains_rl_and_both_controls_for_the_same_passes_and_report
     assert saved["test"]["rows"]["after RL"]["solve_rate"] == rows["after RL"]["solve_rate"]
     printed = capsys.readouterr().out
     assert "sudoku17:test, first" in printed and "| after RL minus | points |" in printed
+    for control in ("DIS (start data, labelled)", "self-training without search"):  # both beside RL, same budget
+        assert f"control: {control} for 8,000 training forward passes, in the background" in printed

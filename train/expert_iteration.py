@@ -21,7 +21,7 @@ it learns. Like DIS, the run keeps an exponential moving average of the weights
 The run folder, the start (``--init-from``, a DIS warm start with labels on generated
 puzzles, or scratch with ``--reward-mode verifier --warm-minutes 0``) and the closing table
 with its controls are those of ``train/ppo_recursion.py`` (``train/rl/loop.py``), whose main
-job runs this algorithm (``--objective expert``). :func:`self_training_control` is the
+job runs this algorithm (``--objective expert``). :func:`self_training_job` is the
 self-training control (c2) both scripts run with ``--self-training``.
 
 Example: ``python train/expert_iteration.py --init-from runs/dis/checkpoint.pt --reward-mode verifier --expert-search 8``.
@@ -29,7 +29,6 @@ Example: ``python train/expert_iteration.py --init-from runs/dis/checkpoint.pt -
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from train.distributed import Dist
 from train.held_out import Split
 from train.rl import loop
 from train.rl.common import ControlSettings, EnvSettings, RLArgs
-from train.rl.controls import control_row
+from train.rl.controls import ControlJob
 from train.rl.rollout import rollout, rollout_stats
 from train.rl.start import make_train_env
 from trm.config import TrainConfig
@@ -236,24 +235,15 @@ def self_training_args(args: RLArgs, init: Path, passes: int, device: str) -> Ar
     )
 
 
-def self_training_control(args: RLArgs, init: Path, passes: int, device: str, data: Split) -> dict[str, Any] | None:
-    """Run :func:`self_training_args` and measure its greedy model (every step) on the RL run's held-out ``data``.
-
-    Returns the measurement with the run's ``seconds``, ``optimizer_steps``, ``train_forward_passes``
-    and ``checkpoint`` (the row ``train/rl/loop.py`` prints); None when it was stopped before its budget."""
-    a = self_training_args(args, init, passes, device)
-    print(f"control: self-training without search for {passes:,} training forward passes -> {a.out}", flush=True)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):  # its own table stays in its folder
-        res = train(a)
-    if res.get("interrupted"):  # stopped (the stop reaches the RL run too): no row
-        return None
-    return control_row(a.out, res, data, device, "self")
+def self_training_job(args: RLArgs, init: Path, passes: int, device: str) -> ControlJob:
+    """The self-training control (c2) of an RL run with options ``args`` as a job (:func:`self_training_args`, run
+    by :func:`train`): ``train/rl/loop.py`` trains it after RL, or beside it with ``--parallel-controls``."""
+    return ControlJob("self", self_training_args(args, init, passes, device), train)
 
 
 def train(args: Args) -> dict[str, Any]:
     """Start, run expert iteration and measure as ``args`` say; returns the metrics (``metrics.json``)."""
-    return loop.train(args, ExpertRun, FIXED_ON_RESUME, self_training=self_training_control)
+    return loop.train(args, ExpertRun, FIXED_ON_RESUME, self_training=self_training_job)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

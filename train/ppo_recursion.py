@@ -7,8 +7,8 @@ package (``--puzzles sudoku17``, ``--reward-mode verifier``: rewards from the Su
 alone, no solution read) by expert iteration with the verified search (``--objective
 expert``) for ``--forward-passes`` training forward passes, beside its controls, each from
 the same start with the same seed for the same passes: (c1) DIS with labels on the start's
-generated source, trained in a second process while RL trains (``--parallel-controls``), and
-(c2) self-training without search (only greedy answers that verify), after RL. It
+generated source and (c2) self-training without search (only greedy answers that verify), each
+trained in its own process while RL trains (``--parallel-controls``). It
 prints the before/after table on the run's validation slice, then one table on the first
 ``--test-size`` puzzles of ``sudoku17:test`` (greedy, every step) with each row's optimizer
 steps, training forward passes and minutes. With no ``--init-from`` it first warms the policy
@@ -177,8 +177,8 @@ def train(args: Args) -> dict[str, Any]:
     """
     if args.update.objective == "expert":
         fixed = FIXED_ON_RESUME + tuple(k for k in expert_iteration.FIXED_ON_RESUME if k not in FIXED_ON_RESUME)
-        return loop.train(args, expert_iteration.ExpertRun, fixed, self_training=expert_iteration.self_training_control)
-    return loop.train(args, PPORun, FIXED_ON_RESUME, self_training=expert_iteration.self_training_control)
+        return loop.train(args, expert_iteration.ExpertRun, fixed, self_training=expert_iteration.self_training_job)
+    return loop.train(args, PPORun, FIXED_ON_RESUME, self_training=expert_iteration.self_training_job)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

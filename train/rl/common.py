@@ -88,8 +88,8 @@ class ControlSettings:
     control_data: Literal["start", "rl", "both"] = "start"  # its data: the start's labelled source, RL's puzzles labelled, both
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
     halt_curve: bool = False  # also measure that control at every threshold on the held-out puzzles (for equal solve rates)
-    parallel_controls: bool = False  # train the DIS controls in a second process while RL trains, for --forward-passes
-    self_training: bool = False  # after RL, self-training without search for the same training forward passes (c2)
+    parallel_controls: bool = False  # train the controls (DIS, c2) in their own processes beside RL, for --forward-passes
+    self_training: bool = False  # self-training without search for the same training forward passes (c2)
     test_set: str = ""  # a real collection's test part (sudoku17:test, top1465:test) every row is also measured on, once
     test_size: int = 256  # its first N puzzles
 

@@ -4,7 +4,7 @@ Rows (all on the run's held-out puzzles): greedy decoding with every step, greed
 the Q head's halt, the sampled policy, a confidence threshold chosen without RL on a
 validation slice of the training pool (:func:`threshold_control`), DIS trained on
 from the start instead of RL (:func:`dis_continued_control`) and self-training without
-search (``train/expert_iteration.py``'s ``self_training_control``). With ``--test-set`` the
+search (``train/expert_iteration.py``'s ``self_training_job``). With ``--test-set`` the
 start, the RL run and each control are also measured once on a real test part
 (:func:`test_rows`, :func:`test_table`).
 """
@@ -16,7 +16,7 @@ import json
 import math
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,66 +223,101 @@ def control_row(out: str | Path, res: dict[str, Any], data: Split, device: str, 
     return {**m, "seconds": res["wall_seconds"], **counts, "data": source, "checkpoint": str(path)}
 
 
-def _train_quietly(a: supervised.Args, threads: int) -> None:
+@dataclass(frozen=True)
+class ControlJob:
+    """One control run: ``train(args)`` trains it in folder ``args.out`` and returns its metrics.
+
+    ``source`` names its row: ``"start"`` (c1), ``"rl"`` (c4) or ``"self"`` (c2)."""
+
+    source: str
+    args: Any
+    train: Callable[[Any], dict[str, Any]]
+
+
+# builds an RL script's self-training control (c2): (RL options, start, passes, device) -> its job
+SelfTraining = Callable[[RLArgs, Path, int, str], ControlJob]
+
+
+def dis_jobs(init_path: Path, passes: int, args: RLArgs, device: str, sources: list[str],
+             rl_lr: float | None) -> list[ControlJob]:
+    """The DIS controls of ``sources`` (:func:`control_run_args`) as jobs; none when the start is not a DIS run."""
+    runs = [(s, control_run_args(init_path, passes, args, device, s, rl_lr)) for s in sources]
+    return [ControlJob(s, a, supervised.train) for s, a in runs if a is not None]
+
+
+def run_quietly(job: ControlJob, data: Split, device: str) -> dict[str, Any] | None:
+    """Train ``job`` in this process, its output in ``OUT/log.txt`` (its own table stays in its folder), and measure
+    it with :func:`control_row`; None when it was stopped before its budget (the stop reaches the RL run too)."""
+    Path(job.args.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(job.args.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):
+        res = job.train(job.args)
+    return None if res.get("interrupted") else control_row(job.args.out, res, data, device, job.source)
+
+
+def _train_quietly(job: ControlJob, threads: int) -> None:
     """A background control's process: ``threads`` torch threads, its output (and any traceback) in ``OUT/log.txt``."""
     torch.set_num_threads(threads)
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(a.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    Path(job.args.out).mkdir(parents=True, exist_ok=True)
+    with open(Path(job.args.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            supervised.train(a)
+            job.train(job.args)
         except BaseException:
             traceback.print_exc(file=log)
             raise SystemExit(1) from None
 
 
 class BackgroundControls:
-    """The DIS controls trained in a second process while RL trains (``--parallel-controls``).
+    """Controls trained in their own processes while RL trains (``--parallel-controls``): the DIS controls and,
+    with ``--self-training``, the self-training control.
 
     Each runs for ``passes`` training forward passes fixed before RL starts (``--forward-passes``),
     where the sequential controls take what RL spent: both stop at their first check past the
-    budget, so their counts differ by at most one RL round or one DIS batch (each row records its
-    own). The cores are split between the two processes while both run.
+    budget, so their counts differ by at most one RL round or one batch (each row records its
+    own). The cores are split equally between RL and the controls while they run.
     """
 
-    def __init__(self, init_path: Path, passes: int, args: RLArgs, device: str, sources: list[str],
-                 rl_lr: float | None) -> None:
-        runs = [(s, control_run_args(init_path, passes, args, device, s, rl_lr)) for s in sources]
-        self.runs = [(s, a) for s, a in runs if a is not None]
+    def __init__(self, jobs: list[ControlJob], passes: int) -> None:
+        self.jobs = jobs
         self.passes = passes
         self.threads = torch.get_num_threads()
-        share = max(1, self.threads // (len(self.runs) + 1))  # RL and each control get an equal share of the cores
+        share = max(1, self.threads // (len(self.jobs) + 1))  # RL and each control get an equal share of the cores
         ctx = mp.get_context("spawn")
         self.procs = []
-        for source, a in self.runs:
-            print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes, in the background -> "
-                  f"{a.out}", flush=True)
-            proc = ctx.Process(target=_train_quietly, args=(a, share), daemon=True)
+        for job in self.jobs:
+            print(f"control: {JOB_NAMES[job.source]} for {passes:,} training forward passes, in the background -> "
+                  f"{job.args.out}", flush=True)
+            proc = ctx.Process(target=_train_quietly, args=(job, share), daemon=True)
             proc.start()
             self.procs.append(proc)
         if self.procs:
             torch.set_num_threads(share)
 
+    @property
+    def sources(self) -> set[str]:
+        return {job.source for job in self.jobs}
+
     def check(self) -> None:
         """Stop the run (``SystemExit`` naming the log) as soon as a control has failed, not after RL."""
-        for (_, a), proc in zip(self.runs, self.procs, strict=True):
+        for job, proc in zip(self.jobs, self.procs, strict=True):
             if proc.exitcode not in (None, 0):
                 self.stop()
-                raise SystemExit(f"error: the background control in {a.out} failed (exit {proc.exitcode}); see {a.out}/log.txt")
+                out = job.args.out
+                raise SystemExit(f"error: the background control in {out} failed (exit {proc.exitcode}); see {out}/log.txt")
 
     def collect(self, data: Split, device: str, stopped: Callable[[], bool]) -> dict[str, dict[str, Any] | None]:
         """Wait for every control (stopping them if ``stopped()`` turns true), restore the threads, and measure each
         on RL's held-out ``data``. A control that did not reach its budget gives no row (None)."""
         out: dict[str, dict[str, Any] | None] = {}
-        for (source, a), proc in zip(self.runs, self.procs, strict=True):
+        for job, proc in zip(self.jobs, self.procs, strict=True):
             while proc.is_alive() and not stopped():
                 proc.join(timeout=1.0)
             if stopped():
                 self.stop()
                 return {}
             self.check()
-            res = json.loads((Path(a.out) / "metrics.json").read_text())
+            res = json.loads((Path(job.args.out) / "metrics.json").read_text())
             full = not res.get("interrupted") and res["train_forward_passes"] >= self.passes
-            out[source] = control_row(a.out, res, data, device, source) if full else None
+            out[job.source] = control_row(job.args.out, res, data, device, job.source) if full else None
         torch.set_num_threads(self.threads)
         return out
 
@@ -293,6 +328,9 @@ class BackgroundControls:
                 proc.terminate()
             proc.join()
         torch.set_num_threads(self.threads)
+
+
+JOB_NAMES = {"start": "DIS (start data, labelled)", "rl": "DIS (rl data, labelled)", "self": "self-training without search"}
 
 
 COUNTERS = ("optimizer_steps", "train_forward_passes", "seconds")

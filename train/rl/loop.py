@@ -21,10 +21,13 @@ from train.held_out import Split, grids_tensor, lineage, split, trained_grids, w
 from train.rl.common import RL_KINDS, RLArgs, flat
 from train.rl.controls import (
     BackgroundControls,
+    SelfTraining,
     dis_continued_control,
+    dis_jobs,
     evaluate_policy,
     evaluate_start,
     measure,
+    run_quietly,
     table,
     test_rows,
     test_table,
@@ -50,9 +53,6 @@ from trm.model import TRM
 
 EVAL_POINT_PUZZLES = 64
 # the self-training control (c2): (args, start checkpoint, training forward passes, device, data) -> its row
-SelfTraining = Callable[[RLArgs, Path, int, str, Split], dict[str, Any] | None]
-
-
 class RLRun:
     """What every RL run updates and checkpoints: policy, optimizer, environment, weight average, generators, counters.
 
@@ -228,9 +228,10 @@ def wants_controls(args: RLArgs, ddp: Dist, init: Path | None) -> bool:
 
 def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | None,
                  background: BackgroundControls | None = None) -> dict[str, Any]:
-    """The DIS control rows ``--control-data`` asks for: collected from ``background`` when they trained beside
-    RL (``--parallel-controls``), else trained now for the passes RL spent."""
-    controls: dict[str, Any] = {"start": None, "rl": None}
+    """The DIS control rows ``--control-data`` asks for (and c2's, ``self``, when it trained in the background):
+    collected from ``background`` when they trained beside RL (``--parallel-controls``), else trained now for
+    the passes RL spent."""
+    controls: dict[str, Any] = {"start": None, "rl": None, "self": None}
     if background is not None:  # collect stops them itself when the run is stopped
         return {**controls, **background.collect(rl.data, rl.device, lambda: run.stop_requested)}
     if wants_controls(rl.args, rl.ddp, init) and not run.stop_requested:
@@ -253,8 +254,9 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
            self_training: SelfTraining | None = None, background: BackgroundControls | None = None) -> dict[str, Any]:
     """Measure after RL, run the controls, write ``metrics.json`` and print the before/after table (rank 0).
 
-    ``self_training(args, init, passes, device, data)``: the self-training control (c2) that
-    ``--self-training`` asks for (both RL scripts pass ``train/expert_iteration.py``'s)."""
+    ``self_training(args, init, passes, device)``: the job of the self-training control (c2) that
+    ``--self-training`` asks for (both RL scripts pass ``train/expert_iteration.py``'s); it trains
+    now for the passes RL spent unless it trained in the ``background``."""
     params = [p.detach().double().sum() for p in rl.policy.parameters()]
     checksum = rl.ddp.sum(sum(params).reshape(1).to(rl.device))
     if not run.lead:
@@ -272,14 +274,19 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
     }
     controls = run_controls(run, rl, init, rl_lr, background)
     own = a.control.self_training and self_training is not None and init is not None and not run.stop_requested
-    controls["self"] = self_training(a, init, rl.state["train_forward_passes"], rl.device, rl.data) if own else None
+    if background is None or "self" not in background.sources:
+        job = self_training(a, init, rl.state["train_forward_passes"], rl.device) if own else None
+        if job is not None:
+            print(f"control: self-training without search for {job.args.forward_passes:,} training forward passes -> "
+                  f"{job.args.out}", flush=True)
+        controls["self"] = run_quietly(job, rl.data, rl.device) if job is not None else None
     metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
                            "dis_on_rl_data": controls["rl"], "self_training": controls["self"]}
     curve = (rl.before.get("threshold") or {}).get("curve")
     if curve:
         metrics["controls"]["threshold_at_learned_solve_rate"] = threshold_at(curve, after["halting"]["solve_rate"])
     if background is not None and rl.state["train_forward_passes"] < a.forward_passes:
-        # RL stopped before its budget (the clock, --updates): c1 trained for more passes than RL did
+        # RL stopped before its budget (the clock, --updates): the background controls trained for more passes
         metrics["controls"]["background_passes_above_rl"] = a.forward_passes - rl.state["train_forward_passes"]
         print(f"note: RL stopped {metrics['controls']['background_passes_above_rl']:,} passes before --forward-passes; "
               "the background controls trained for the full budget", flush=True)
@@ -356,8 +363,12 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
         info.update({"args": flat(args), "init": source, "world_size": ddp.world, "data": data.source, "sets": data.record})
         run.write_run(info, resumed=resumed is not None)
         background = None
-        if args.control.parallel_controls and wants_controls(args, ddp, init):
-            background = BackgroundControls(init, args.forward_passes, args, device, control_sources(args), rl.control_lr())
+        if args.control.parallel_controls and ddp.world == 1 and init is not None:
+            jobs = dis_jobs(init, args.forward_passes, args, device, control_sources(args), rl.control_lr()) if (
+                wants_controls(args, ddp, init)) else []
+            if args.control.self_training and self_training is not None:
+                jobs.append(self_training(args, init, args.forward_passes, device))
+            background = BackgroundControls(jobs, args.forward_passes) if jobs else None
         try:
             train_loop(run, rl, background)
             run.save(rl.payload())
