@@ -80,7 +80,7 @@ FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_so
 FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "verifier_cell_weight", "ema_decay", "init_from")
 
 
-MAIN_JOB_PASSES = 300_000  # the main job's RL budget in training forward passes (each control gets what RL spent)
+MAIN_JOB_PASSES = 200_000  # the main job's RL budget in training forward passes (each control gets what RL spent)
 
 
 @dataclass
