@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import train.expert_iteration as expert
 import train.ppo_recursion as ppo
 from envs import canonical, real_sets
+from train import supervised
 from train.held_out import split, trained_grids
+from train.rl import controls
 from train.rl import start as rl_start
 from train.rl.controls import measure
 from trm import starts
@@ -73,6 +76,8 @@ def test_the_main_job_defaults_are_label_free_expert_iteration_on_17_clue_puzzle
     (["--expert-search", "0"], "--objective expert searches"),
     (["--init-from", "", "--puzzles", ""], "would warm up with labels on its own pool"),  # RL on generated puzzles
     (["--updates", "3"], "stop RL on it, not on --updates"),
+    (["--greedy-first", "--expert-search", "1"], "--greedy-first needs a search to hand the failures to"),
+    (["--greedy-first", "--objective", "group"], "--greedy-first belongs to --objective expert"),
 ])
 def test_bad_main_job_settings_stop_with_one_line_and_no_folder(tmp_path, argv, message):
     r = subprocess.run([sys.executable, str(ROOT / "train/ppo_recursion.py"), *argv, "--out", "run"], cwd=tmp_path,
@@ -81,16 +86,35 @@ def test_bad_main_job_settings_stop_with_one_line_and_no_folder(tmp_path, argv, 
     assert not (tmp_path / "run").exists()
 
 
-def test_self_training_control_is_like_for_like_with_the_rl_run(tmp_path):
+def test_self_training_job_is_like_for_like_with_the_rl_run(tmp_path):
     a = ppo.parse_args(["--out", str(tmp_path / "rl"), "--seed", "3", "--lr", "2e-4", "--replay-size", "512",
-                        "--replay-batches", "3", "--num-envs", "64", "--pool-size", "100", "--eval-size", "32"])
-    st = expert.self_training_args(a, Path("start.pt"), 12_345, "cpu")
+                        "--replay-batches", "3", "--num-envs", "64", "--pool-size", "100", "--eval-size", "32",
+                        "--greedy-first"])
+    start = Path(starts.resolve("shipped:dis_medium"))
+    st = expert.self_training_args(a, start, 12_345, "cpu")
     same = ("seed", "lr", "ema_decay", "puzzles", "difficulty", "pool_size", "eval_size")
     assert {k: getattr(st, k) for k in same} == {k: getattr(a, k) for k in same}
     assert (st.env.num_envs, st.env.group_size, st.env.reward_mode) == (64, a.env.group_size, "verifier")
     assert (st.expert.replay_size, st.expert.replay_batches, st.expert.expert_search) == (512, 3, 1)  # greedy: K = 1
-    assert st.forward_passes == 12_345 and st.start.init_from == "start.pt" and not st.control.control_dis
+    assert not st.expert.greedy_first  # c2 is the greedy stage alone
+    st.validate()  # it runs as built (K = 1 with greedy first would be refused), in the background too
+    job = expert.self_training_job(a, start, 12_345, "cpu")
+    assert (job.source, job.train, job.args) == ("self", expert.train, st)
+    assert st.forward_passes == 12_345 and st.start.init_from == str(start) and not st.control.control_dis
     assert Path(st.out) == tmp_path / "rl" / "self_training" and not st.control.self_training
+
+
+@pytest.mark.slow
+def test_a_background_control_that_fails_stops_the_run_naming_its_log(tmp_path):
+    bad = supervised.default_args("dis", out=str(tmp_path / "c1"), seed=-1)  # refused when the control starts
+    bg = controls.BackgroundControls([controls.ControlJob("start", bad, supervised.train)], 1000)
+    try:
+        with pytest.raises(SystemExit, match=f"background control in {tmp_path / 'c1'} failed .*see .*log.txt"):
+            bg.collect(None, "cpu", lambda: False)  # noticed while waiting, before any measurement
+    finally:
+        bg.stop()
+    assert "seed" in (tmp_path / "c1" / "log.txt").read_text()  # its traceback is in its log
+    assert torch.get_num_threads() == bg.threads  # the cores are RL's again
 
 
 @pytest.mark.slow

@@ -138,7 +138,8 @@ def test_protocol_refuses_bad_settings_before_creating_anything(tmp_path, tiny_d
         (["--start", tiny_dis_checkpoint, "--puzzles", "sudoku17:test"], "--puzzles must be a collection's training part"),
         (["--start", tiny_dis_checkpoint, "--expert-search", "3"], "must divide --num-envs 128"),
         (["--start", tiny_dis_checkpoint, "--lr", "nan"], "--lr must be a finite number"),
-        (["--start", tiny_dis_checkpoint, "--families", "expert,ppo"], "--families must list some of expert, group"),
+        (["--start", tiny_dis_checkpoint, "--families", "expert,ppo"], "--families must list some of expert, hybrid, group"),
+        (["--start", tiny_dis_checkpoint, "--families", "hybrid", "--expert-search", "1"], "--expert-search must be at least 2"),
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:

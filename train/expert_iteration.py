@@ -12,7 +12,9 @@ label is read: the targets are the policy's own verified solutions (one process 
 With ``--expert-search K`` the expert is test-time search instead of the rollout's episodes:
 each round :class:`agents.search_agent.SearchAgent` (``K`` sampled trajectories per puzzle,
 each under its own symmetry, the rules as verifier) runs on ``--num-envs / K`` training
-puzzles no round has solved yet, and what it verifies joins the replay. The model it
+puzzles no round has solved yet, and what it verifies joins the replay. With
+``--greedy-first`` a round first decodes ``--num-envs`` such puzzles greedily and searches the
+first ``--num-envs / K`` of those greedy decoding left unverified. The model it
 searches with is the one being trained (its weight average), so what it finds grows as
 it learns. Like DIS, the run keeps an exponential moving average of the weights
 (``E <- d E + (1 - d) theta`` after every optimizer step; ``--ema-decay``, -1: the start's
@@ -158,38 +160,49 @@ class ExpertRun(loop.RLRun):
         ``--num-envs / K`` that greedy decoding left unverified, so a round labels what greedy
         decoding finds and what only the search finds. A pair joins the replay only if
         :func:`envs.rules.verified` passes it: the search reads no label. Returns the
-        statistics and the env steps the round took (every trajectory of a puzzle counted
-        once per step, as the runner counts a puzzle's steps).
+        statistics (``greedy_verified`` and ``search_verified``: each stage's share of the puzzles it
+        ran on) and the env steps the round took (every trajectory of a puzzle counted once per
+        step, as the runner counts a puzzle's steps).
         """
-        k, pool, n = self.args.expert.expert_search, self.data.train.puzzles, self.args.env.num_envs
+        k, pool, n, first = (self.args.expert.expert_search, self.data.train.puzzles, self.args.env.num_envs,
+                             self.args.expert.greedy_first)
         todo = np.flatnonzero(~self.pool_solved) if not self.pool_solved.all() else np.arange(len(pool))
-        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: n if self.args.expert.greedy_first else n // k].numpy()]
+        pick = todo[torch.randperm(len(todo), generator=self.mb_gen)[: n if first else n // k].numpy()]
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.mb_gen))
-        found, steps, puzzle_steps, passes = [], 0, 0, []
-        stages = [(1, pick), (k, None)] if self.args.expert.greedy_first else [(k, pick)]
-        for kk, chosen_idx in stages:
-            if chosen_idx is None:  # the failures of the greedy stage, at most --num-envs / K of them
-                chosen_idx = pick[~self.pool_solved[pick]][: n // k]
-            if not len(chosen_idx):
-                continue
-            agent = SearchAgent(self.greedy_model(), k=kk, temperature=self.args.policy.temperature, seed=seed)
-            res = run_episodes(agent, pool[chosen_idx], None, device=self.device, max_steps=self.cfg.n_sup)
-            puzzles = torch.as_tensor(pool[chosen_idx], dtype=torch.long, device=self.device)
-            answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
-            ok = verified(puzzles, answers)
-            self.pool_solved[chosen_idx[ok.cpu().numpy()]] = True
-            found.append(torch.stack([puzzles, answers], 1)[ok])
-            steps += int(res["steps"].sum()) * kk
-            puzzle_steps += int(res["steps"].sum())
-            passes.append(res["forward_passes"])
+        stages = {}
+        if first:  # greedy decoding (K = 1) of every drawn puzzle; the search gets the first n / K it left unverified
+            stages["greedy"] = self.label(pick, 1, seed)
+            searched = pick[~stages["greedy"][0]][: n // k]
+        else:
+            searched = pick
+        if len(searched):
+            stages["search"] = self.label(searched, k, seed)
         self.policy.trm.train()
-        new = torch.cat(found)
+        new = torch.cat([pairs for _, pairs, _ in stages.values()])
         stats = self.fit_replay(new)
         rate = len(new) / len(pick)
-        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": puzzle_steps / len(pick),
-                      "pool_solved": float(self.pool_solved.mean()),
-                      "search_passes_per_puzzle": float(np.concatenate(passes).sum() / len(pick))})
+        drawn = stages["greedy" if first else "search"][2]  # the episodes of every drawn puzzle
+        stats.update({"solve_rate": rate, "verified": rate, "mean_steps": float(drawn["steps"].mean()),
+                      "pool_solved": float(self.pool_solved.mean())})
+        for name, (ok, _, res) in stages.items():  # each stage's own share verified and passes per puzzle it ran on
+            stats[f"{name}_verified"] = float(ok.mean())
+            stats[f"{name}_passes_per_puzzle"] = float(res["forward_passes"].mean())
+        steps = sum(int(res["steps"].sum()) * (1 if name == "greedy" else k) for name, (_, _, res) in stages.items())
         return stats, steps
+
+    def label(self, idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, torch.Tensor, dict[str, Any]]:
+        """Search pool puzzles ``idx`` at ``k`` (``k = 1``: greedy decoding) with the greedy weights and keep what
+        :func:`envs.rules.verified` passes: returns the verified mask ``(len(idx),)``, the verified pairs
+        ``(m, 2, 81)`` and the runner's result. Puzzles verified are marked solved in the pool."""
+        pool = self.data.train.puzzles
+        agent = SearchAgent(self.greedy_model(), k=k, temperature=self.args.policy.temperature, seed=seed)
+        res = run_episodes(agent, pool[idx], None, device=self.device, max_steps=self.cfg.n_sup)
+        puzzles = torch.as_tensor(pool[idx], dtype=torch.long, device=self.device)
+        answers = torch.as_tensor(res["answers"], dtype=torch.long, device=self.device)
+        ok = verified(puzzles, answers)
+        mask = ok.cpu().numpy()
+        self.pool_solved[idx[mask]] = True
+        return mask, torch.stack([puzzles, answers], 1)[ok], res
 
     def fit_replay(self, found: torch.Tensor) -> dict[str, float]:
         """Add verified pairs ``found (m, 2, 81)`` to the replay, then take ``--replay-batches`` DIS batches from it.

@@ -80,7 +80,7 @@ FIXED_ON_RESUME += ("solve_bonus", "num_envs", "lr", "head_lr", "terminate_on_so
 FIXED_ON_RESUME += ("credit", "policy_dist", "temperature", "group_size", "verifier_cell_weight", "ema_decay", "init_from")
 
 
-MAIN_JOB_PASSES = 200_000  # the main job's RL budget in training forward passes (each control gets what RL spent)
+MAIN_JOB_PASSES = 200_000  # the main job's RL budget in training forward passes (and each control's, beside RL)
 
 
 @dataclass
@@ -106,6 +106,8 @@ class Args(RLArgs):
         for name in ("head_lr", "adam_eps"):
             if not (0 <= getattr(self, name) < float("inf")):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.expert.greedy_first and self.update.objective != "expert":
+            raise ValueError("--greedy-first belongs to --objective expert (it picks what the search labels)")
         if self.update.objective == "expert":
             self.expert.check(self.env)
             if not self.expert.expert_search:

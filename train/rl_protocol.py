@@ -136,6 +136,9 @@ class Args:
         if self.num_envs % self.expert_search or self.num_envs % self.group_size or self.group_size < 2:
             raise ValueError(f"--expert-search {self.expert_search} and --group-size {self.group_size} (>= 2) must divide "
                              f"--num-envs {self.num_envs}")
+        if "hybrid" in self.family_list() and self.expert_search < 2:
+            raise ValueError(f"--families hybrid searches what greedy decoding missed: --expert-search must be at least 2, "
+                             f"got {self.expert_search}")
         if any(k < 1 for k in ks):
             raise ValueError(f"--search-k values must be at least 1, got {self.search_k!r}")
         held = sorted(p.name for p in Path(self.out).glob("seed*"))

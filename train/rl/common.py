@@ -84,7 +84,7 @@ class StartSettings:
 class ControlSettings:
     """The no-RL rows of the closing table."""
 
-    control_dis: bool = True  # after RL, fine-tune the DIS start by DIS with labels for the same training forward passes
+    control_dis: bool = True  # fine-tune the DIS start by DIS with labels for the same training forward passes (c1)
     control_data: Literal["start", "rl", "both"] = "start"  # its data: the start's labelled source, RL's puzzles labelled, both
     val_size: int = 256  # training puzzles that choose the no-RL halting threshold of the control row
     halt_curve: bool = False  # also measure that control at every threshold on the held-out puzzles (for equal solve rates)

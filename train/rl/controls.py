@@ -15,10 +15,10 @@ import contextlib
 import json
 import math
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -198,7 +198,7 @@ def dis_continued_control(
     a = control_run_args(init_path, passes, args, device, source, rl_lr)
     if a is None:
         return None
-    print(f"control: DIS ({source} data, labelled) for {passes:,} training forward passes -> {a.out}", flush=True)
+    announce(source, passes, a.out)
     return control_row(a.out, supervised.train(a), data, device, source)
 
 
@@ -245,11 +245,29 @@ def dis_jobs(init_path: Path, passes: int, args: RLArgs, device: str, sources: l
     return [ControlJob(s, a, supervised.train) for s, a in runs if a is not None]
 
 
+JOB_NAMES = {"start": "DIS (start data, labelled)", "rl": "DIS (rl data, labelled)", "self": "self-training without search"}
+
+
+def announce(source: str, passes: int, out: str, background: bool = False) -> None:
+    """The one line a control prints as it starts."""
+    where = ", in the background" if background else ""
+    print(f"control: {JOB_NAMES[source]} for {passes:,} training forward passes{where} -> {out}", flush=True)
+
+
+@contextlib.contextmanager
+def logged(out: str, stderr: bool = False) -> Iterator[TextIO]:
+    """Send this process's output (and its errors, with ``stderr``) to ``OUT/log.txt`` while the block runs."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with open(Path(out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):
+        with contextlib.redirect_stderr(log) if stderr else contextlib.nullcontext():
+            yield log
+
+
 def run_quietly(job: ControlJob, data: Split, device: str) -> dict[str, Any] | None:
     """Train ``job`` in this process, its output in ``OUT/log.txt`` (its own table stays in its folder), and measure
     it with :func:`control_row`; None when it was stopped before its budget (the stop reaches the RL run too)."""
-    Path(job.args.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(job.args.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log):
+    announce(job.source, job.args.forward_passes, job.args.out)
+    with logged(job.args.out):
         res = job.train(job.args)
     return None if res.get("interrupted") else control_row(job.args.out, res, data, device, job.source)
 
@@ -257,8 +275,7 @@ def run_quietly(job: ControlJob, data: Split, device: str) -> dict[str, Any] | N
 def _train_quietly(job: ControlJob, threads: int) -> None:
     """A background control's process: ``threads`` torch threads, its output (and any traceback) in ``OUT/log.txt``."""
     torch.set_num_threads(threads)
-    Path(job.args.out).mkdir(parents=True, exist_ok=True)
-    with open(Path(job.args.out) / "log.txt", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with logged(job.args.out, stderr=True) as log:
         try:
             job.train(job.args)
         except BaseException:
@@ -284,8 +301,7 @@ class BackgroundControls:
         ctx = mp.get_context("spawn")
         self.procs = []
         for job in self.jobs:
-            print(f"control: {JOB_NAMES[job.source]} for {passes:,} training forward passes, in the background -> "
-                  f"{job.args.out}", flush=True)
+            announce(job.source, passes, job.args.out, background=True)
             proc = ctx.Process(target=_train_quietly, args=(job, share), daemon=True)
             proc.start()
             self.procs.append(proc)
@@ -311,6 +327,7 @@ class BackgroundControls:
         for job, proc in zip(self.jobs, self.procs, strict=True):
             while proc.is_alive() and not stopped():
                 proc.join(timeout=1.0)
+                self.check()  # any control that fails meanwhile stops the run now, not when this one ends
             if stopped():
                 self.stop()
                 return {}
@@ -328,9 +345,6 @@ class BackgroundControls:
                 proc.terminate()
             proc.join()
         torch.set_num_threads(self.threads)
-
-
-JOB_NAMES = {"start": "DIS (start data, labelled)", "rl": "DIS (rl data, labelled)", "self": "self-training without search"}
 
 
 COUNTERS = ("optimizer_steps", "train_forward_passes", "seconds")

@@ -52,7 +52,7 @@ from trm.ema import EMA
 from trm.model import TRM
 
 EVAL_POINT_PUZZLES = 64
-# the self-training control (c2): (args, start checkpoint, training forward passes, device, data) -> its row
+
 class RLRun:
     """What every RL run updates and checkpoints: policy, optimizer, environment, weight average, generators, counters.
 
@@ -273,12 +273,10 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
         "param_checksum_rank0": float(sum(params)), "interrupted": run.stop_requested,
     }
     controls = run_controls(run, rl, init, rl_lr, background)
-    own = a.control.self_training and self_training is not None and init is not None and not run.stop_requested
+    own = (a.control.self_training and self_training is not None and init is not None and rl.ddp.world == 1
+           and not run.stop_requested)
     if background is None or "self" not in background.sources:
         job = self_training(a, init, rl.state["train_forward_passes"], rl.device) if own else None
-        if job is not None:
-            print(f"control: self-training without search for {job.args.forward_passes:,} training forward passes -> "
-                  f"{job.args.out}", flush=True)
         controls["self"] = run_quietly(job, rl.data, rl.device) if job is not None else None
     metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
                            "dis_on_rl_data": controls["rl"], "self_training": controls["self"]}
