@@ -226,6 +226,11 @@ def wants_controls(args: RLArgs, ddp: Dist, init: Path | None) -> bool:
     return args.control.control_dis and ddp.world == 1 and init is not None
 
 
+def wants_self_training(args: RLArgs, ddp: Dist, init: Path | None, self_training: SelfTraining | None) -> bool:
+    """Whether this run trains the self-training control (``--self-training``, one process, a start to train from)."""
+    return args.control.self_training and self_training is not None and ddp.world == 1 and init is not None
+
+
 def run_controls(run: RunFolder, rl: RLRun, init: Path | None, rl_lr: float | None,
                  background: BackgroundControls | None = None) -> dict[str, Any]:
     """The DIS control rows ``--control-data`` asks for (and c2's, ``self``, when it trained in the background):
@@ -273,11 +278,10 @@ def finish(run: RunFolder, rl: RLRun, source: str, init: Path | None, rl_lr: flo
         "param_checksum_rank0": float(sum(params)), "interrupted": run.stop_requested,
     }
     controls = run_controls(run, rl, init, rl_lr, background)
-    own = (a.control.self_training and self_training is not None and init is not None and rl.ddp.world == 1
-           and not run.stop_requested)
-    if background is None or "self" not in background.sources:
-        job = self_training(a, init, rl.state["train_forward_passes"], rl.device) if own else None
-        controls["self"] = run_quietly(job, rl.data, rl.device) if job is not None else None
+    beside = background is not None and "self" in background.sources  # then collected with the others
+    if wants_self_training(a, rl.ddp, init, self_training) and not beside and not run.stop_requested:
+        controls["self"] = run_quietly(self_training(a, init, rl.state["train_forward_passes"], rl.device), rl.data,
+                                       rl.device)
     metrics["controls"] = {"threshold_halting": rl.before.get("threshold"), "dis_continued": controls["start"],
                            "dis_on_rl_data": controls["rl"], "self_training": controls["self"]}
     curve = (rl.before.get("threshold") or {}).get("curve")
@@ -361,10 +365,11 @@ def train(args: RLArgs, run_class: type[RLRun], fixed_on_resume: tuple[str, ...]
         info.update({"args": flat(args), "init": source, "world_size": ddp.world, "data": data.source, "sets": data.record})
         run.write_run(info, resumed=resumed is not None)
         background = None
-        if args.control.parallel_controls and ddp.world == 1 and init is not None:
-            jobs = dis_jobs(init, args.forward_passes, args, device, control_sources(args), rl.control_lr()) if (
-                wants_controls(args, ddp, init)) else []
-            if args.control.self_training and self_training is not None:
+        if args.control.parallel_controls:
+            jobs = []
+            if wants_controls(args, ddp, init):
+                jobs += dis_jobs(init, args.forward_passes, args, device, control_sources(args), rl.control_lr())
+            if wants_self_training(args, ddp, init, self_training):
                 jobs.append(self_training(args, init, args.forward_passes, device))
             background = BackgroundControls(jobs, args.forward_passes) if jobs else None
         try:
